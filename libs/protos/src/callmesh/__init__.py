@@ -1,0 +1,1 @@
+"""Generated callmesh contracts (see protos/)."""
