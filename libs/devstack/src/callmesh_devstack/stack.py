@@ -1,0 +1,44 @@
+"""Bring the local PostgreSQL and Kafka up or down together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .kafka import LocalKafka
+from .layout import Layout
+from .postgres import LocalPostgres
+
+
+@dataclass
+class Stack:
+    layout: Layout
+    postgres: LocalPostgres
+    kafka: LocalKafka
+    started: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_env(cls, layout: Layout | None = None) -> Stack:
+        layout = layout or Layout.discover()
+        return cls(layout, LocalPostgres.from_env(layout), LocalKafka.from_env(layout))
+
+    def up(self) -> None:
+        """Start whatever is not running yet; remember what this call started."""
+        self.layout.ensure()
+        if self.postgres.start():
+            self.started.append("postgres")
+        if self.kafka.start():
+            self.started.append("kafka")
+
+    def down(self, only_started: bool = False) -> None:
+        if not only_started or "kafka" in self.started:
+            self.kafka.stop()
+        if not only_started or "postgres" in self.started:
+            self.postgres.stop()
+        self.started.clear()
+
+    def env(self) -> dict[str, str]:
+        """The CALLMESH_* variables that point a service at this stack."""
+        return {
+            "CALLMESH_PG_DSN": self.postgres.dsn,
+            "CALLMESH_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+        }
