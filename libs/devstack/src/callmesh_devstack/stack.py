@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .kafka import LocalKafka
@@ -21,20 +24,29 @@ class Stack:
         layout = layout or Layout.discover()
         return cls(layout, LocalPostgres.from_env(layout), LocalKafka.from_env(layout))
 
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Two test runs or `make run` starting at once must not both launch a server."""
+        self.layout.ensure()
+        with (self.layout.run / "devstack.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def up(self) -> None:
         """Start whatever is not running yet; remember what this call started."""
-        self.layout.ensure()
-        if self.postgres.start():
-            self.started.append("postgres")
-        if self.kafka.start():
-            self.started.append("kafka")
+        with self._exclusive():
+            if self.postgres.start():
+                self.started.append("postgres")
+            if self.kafka.start():
+                self.started.append("kafka")
 
     def down(self, only_started: bool = False) -> None:
-        if not only_started or "kafka" in self.started:
-            self.kafka.stop()
-        if not only_started or "postgres" in self.started:
-            self.postgres.stop()
-        self.started.clear()
+        with self._exclusive():
+            if not only_started or "kafka" in self.started:
+                self.kafka.stop()
+            if not only_started or "postgres" in self.started:
+                self.postgres.stop()
+            self.started.clear()
 
     def env(self) -> dict[str, str]:
         """The CALLMESH_* variables that point a service at this stack."""
