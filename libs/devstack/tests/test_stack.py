@@ -6,7 +6,6 @@ import uuid
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from callmesh_devstack.stack import Stack
 
 
@@ -21,15 +20,20 @@ async def test_postgres_answers_sql(postgres_dsn: str) -> None:
 
 async def test_kafka_round_trip(kafka_bootstrap: str) -> None:
     topic = f"devstack-{uuid.uuid4().hex[:8]}"
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all",
-                                enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True
+    )
     await producer.start()
     try:
         await producer.send_and_wait(topic, b"ping", key=b"k")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap,
-                                auto_offset_reset="earliest", group_id=f"g-{topic}")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"g-{topic}",
+    )
     await consumer.start()
     try:
         record = await consumer.getone()

@@ -17,8 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop local PostgreSQL and Kafka")
     sub.add_parser("status", help="show what is running")
     run = sub.add_parser("run", help="start the stack and every service; Ctrl-C stops all")
-    run.add_argument("--port-offset", type=int, default=0,
-                     help="shift every service port by N (to run beside another copy)")
+    run.add_argument(
+        "--port-offset",
+        type=int,
+        default=0,
+        help="shift every service port by N (to run beside another copy)",
+    )
     run.add_argument("--ready-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
 
@@ -34,13 +38,18 @@ def main(argv: list[str] | None = None) -> int:
             stack.down()
             print("stopped")
         elif args.command == "status":
-            print(f"postgres {'up' if stack.postgres.is_running() else 'down'}  {stack.postgres.dsn}")
-            print(f"kafka    {'up' if stack.kafka.is_running() else 'down'}  {stack.kafka.bootstrap}")
+            print(
+                f"postgres {'up' if stack.postgres.is_running() else 'down'}  {stack.postgres.dsn}"
+            )
+            print(
+                f"kafka    {'up' if stack.kafka.is_running() else 'down'}  {stack.kafka.bootstrap}"
+            )
         elif args.command == "run":
             from .runner import run_platform
 
-            return run_platform(stack, port_offset=args.port_offset,
-                                ready_timeout=args.ready_timeout)
+            return run_platform(
+                stack, port_offset=args.port_offset, ready_timeout=args.ready_timeout
+            )
     except DevstackError as exc:
         print(f"callmesh_devstack: {exc}", file=sys.stderr)
         return 1

@@ -128,11 +128,22 @@ class LocalKafka:
         self.data.mkdir(parents=True, exist_ok=True)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
-            [self._java(), "-cp", self._classpath(),
-             f"-Dlog4j.configuration=file:{config.parent / 'log4j.properties'}",
-             "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
-             "--standalone"],
-            capture_output=True, text=True, check=False,
+            [
+                self._java(),
+                "-cp",
+                self._classpath(),
+                f"-Dlog4j.configuration=file:{config.parent / 'log4j.properties'}",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(config),
+                "--standalone",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise DevstackError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
@@ -156,21 +167,36 @@ class LocalKafka:
         }
         with self.logfile.open("ab") as log:
             process = subprocess.Popen(
-                [self._java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
-                 "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-                 f"-Dlog4j.configuration=file:{config.parent / 'log4j.properties'}",
-                 "-cp", self._classpath(), "kafka.Kafka", str(config)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True,
+                [
+                    self._java(),
+                    "-Xms256m",
+                    "-Xmx768m",
+                    "-XX:+UseG1GC",
+                    "-XX:MaxGCPauseMillis=20",
+                    "-Djava.awt.headless=true",
+                    f"-Dlog4j.configuration=file:{config.parent / 'log4j.properties'}",
+                    "-cp",
+                    self._classpath(),
+                    "kafka.Kafka",
+                    str(config),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
             )
         self.pidfile.write_text(f"{process.pid}\n")
         try:
             wait_until(
                 lambda: process.poll() is not None or port_open(self.host, self.port),
-                timeout, "the Kafka broker to listen",
+                timeout,
+                "the Kafka broker to listen",
             )
             if process.poll() is not None:
-                raise DevstackError(f"Kafka exited with {process.returncode}:\n{tail(self.logfile)}")
+                raise DevstackError(
+                    f"Kafka exited with {process.returncode}:\n{tail(self.logfile)}"
+                )
             self._wait_ready(timeout)
         except DevstackError:
             self.stop()

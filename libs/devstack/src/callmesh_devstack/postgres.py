@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .layout import Layout
-from .procs import DevstackError, port_open, read_pid, pid_alive, tail, wait_until
+from .procs import DevstackError, pid_alive, port_open, read_pid, tail, wait_until
 
 DEFAULT_PORT = 55432
 DATABASE = "callmesh"
@@ -109,8 +109,10 @@ class LocalPostgres:
         self._run(
             [
                 str(_bindir() / "initdb"),
-                "-D", str(self.data),
-                "-U", SYSTEM_USER,
+                "-D",
+                str(self.data),
+                "-U",
+                SYSTEM_USER,
                 # Local development only: trust on loopback. Production points at a managed
                 # PostgreSQL through CALLMESH_PG_DSN with real credentials.
                 "--auth=trust",
@@ -136,8 +138,17 @@ class LocalPostgres:
         )
         self._run(
             [
-                str(_bindir() / "pg_ctl"), "-D", str(self.data), "-l", str(self.logfile),
-                "-o", options, "-w", "-t", str(int(timeout)), "start",
+                str(_bindir() / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.logfile),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
             ],
             f"starting PostgreSQL (log: {self.logfile})",
         )
@@ -162,7 +173,10 @@ class LocalPostgres:
         )
         result = subprocess.run(
             [*base, "-U", SYSTEM_USER, "-d", "postgres"],
-            input=script, capture_output=True, text=True, check=False,
+            input=script,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise DevstackError(f"creating the callmesh database failed: {result.stderr.strip()}")
@@ -171,8 +185,17 @@ class LocalPostgres:
         if self._server_pid() is None:
             return
         self._run(
-            [str(_bindir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w",
-             "-t", str(int(timeout)), "stop"],
+            [
+                str(_bindir() / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "stop",
+            ],
             "stopping PostgreSQL",
         )
 

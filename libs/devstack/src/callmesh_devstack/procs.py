@@ -44,9 +44,7 @@ def read_pid(pidfile: Path) -> int | None:
         return None
 
 
-def wait_until(
-    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2
-) -> None:
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():

@@ -111,11 +111,16 @@ async def _run(stack: Stack, port_offset: int, ready_timeout: float) -> int:
                 "CALLMESH_HTTP_PORT": str(spec.http_port + port_offset),
                 "PYTHONUNBUFFERED": "1",
             }
-            spec = ServiceSpec(spec.name, spec.grpc_port + port_offset,
-                               spec.http_port + port_offset)
+            spec = ServiceSpec(
+                spec.name, spec.grpc_port + port_offset, spec.http_port + port_offset
+            )
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", spec.module, env=env,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                sys.executable,
+                "-m",
+                spec.module,
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL,
                 # Own session: the terminal's Ctrl-C reaches only us, and we drain in order.
                 start_new_session=True,
@@ -171,8 +176,13 @@ async def _run(stack: Stack, port_offset: int, ready_timeout: float) -> int:
 def _print_table(services: list[RunningService], stack: Stack) -> None:
     rows = [("service", "pid", "grpc", "http", "ready")]
     rows += [
-        (s.spec.name, str(s.process.pid), f"127.0.0.1:{s.spec.grpc_port}",
-         f"127.0.0.1:{s.spec.http_port}", f"{s.ready_after or 0:.1f}s")
+        (
+            s.spec.name,
+            str(s.process.pid),
+            f"127.0.0.1:{s.spec.grpc_port}",
+            f"127.0.0.1:{s.spec.http_port}",
+            f"{s.ready_after or 0:.1f}s",
+        )
         for s in services
     ]
     rows.append(("postgres", "-", stack.postgres.dsn, "-", "-"))
