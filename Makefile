@@ -24,7 +24,7 @@ test-all: setup ## run every test, including the slow suites
 	@$(PYTEST) -q
 
 bench: setup ## run the benchmarks; each prints `name: value unit` lines
-	@$(PY) bench/run.py
+	@$(PY) bench/run.py $(BENCH)
 
 lint: setup ## ruff and mypy over the whole tree
 	@.venv/bin/ruff check .

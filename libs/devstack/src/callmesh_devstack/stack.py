@@ -51,6 +51,6 @@ class Stack:
     def env(self) -> dict[str, str]:
         """The CALLMESH_* variables that point a service at this stack."""
         return {
-            "CALLMESH_PG_DSN": self.postgres.dsn,
-            "CALLMESH_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+            "CALLMESH_POSTGRES_DSN": self.postgres.dsn,
+            "CALLMESH_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap,
         }
