@@ -1,0 +1,398 @@
+"""Kafka plumbing: an idempotent protobuf producer and an at-least-once consumer loop.
+
+Delivery contract (ARCHITECTURE §3):
+
+- The producer is idempotent with `acks=all`: a broker-side retry never duplicates a record.
+  Every record carries W3C trace headers, the protobuf type name and an event id.
+- The consumer never auto-commits. For each partition it hands records to the handler in order
+  and commits an offset only after the handler returned for every record before it, so a
+  commit means "the effect is durable". A crash between effect and commit redelivers the
+  record; handlers make their effect idempotent by event id (see `callmesh_core.db.claim_event`).
+- A record that cannot be decoded, or whose handler raised `PoisonMessage`, or whose handler kept
+  failing for `max_attempts` attempts, is copied to `<topic>.dlq` with headers saying why and
+  where it came from, and then committed: a poison message never blocks its partition and never
+  vanishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError
+from google.protobuf.message import DecodeError, Message
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from callmesh_core.logging import EventLogger
+from callmesh_core.telemetry import extract_kafka_headers, inject_kafka_headers
+
+EVENT_ID_HEADER = "callmesh-event-id"
+MESSAGE_TYPE_HEADER = "callmesh-message-type"
+DLQ_SUFFIX = ".dlq"
+DLQ_REASON_HEADER = "callmesh-dlq-reason"
+DLQ_ERROR_HEADER = "callmesh-dlq-error"
+DLQ_TOPIC_HEADER = "callmesh-dlq-original-topic"
+DLQ_PARTITION_HEADER = "callmesh-dlq-original-partition"
+DLQ_OFFSET_HEADER = "callmesh-dlq-original-offset"
+DLQ_GROUP_HEADER = "callmesh-dlq-consumer-group"
+DLQ_ATTEMPTS_HEADER = "callmesh-dlq-attempts"
+
+MessageT = TypeVar("MessageT", bound=Message)
+
+
+def dlq_topic(topic: str) -> str:
+    return topic + DLQ_SUFFIX
+
+
+def _header(headers: Sequence[tuple[str, bytes]], name: str) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _key_bytes(key: str | bytes | None) -> bytes | None:
+    return key.encode() if isinstance(key, str) else key
+
+
+class EventProducer:
+    """Idempotent (`enable_idempotence=True`, `acks="all"`) producer of protobuf messages."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        tracer: Tracer,
+        client_id: str = "callmesh",
+        linger_ms: int = 5,
+    ) -> None:
+        self.tracer = tracer
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=linger_ms,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Flush what is buffered, then close."""
+        await self._producer.stop()
+
+    async def send(
+        self,
+        topic: str,
+        message: Message,
+        *,
+        key: str | bytes | None,
+        event_id: str | None = None,
+        headers: Iterable[tuple[str, bytes]] = (),
+    ) -> str:
+        """Send `message` and wait until the broker has it (all in-sync replicas).
+
+        `key` decides the partition, hence the order (e.g. the call id). `event_id` names the
+        fact for idempotent consumers; pass a stable one when the same fact may be re-sent by
+        application code, otherwise a fresh UUID is used. Returns the event id.
+        """
+        event_id = event_id or str(uuid.uuid4())
+        with self.tracer.start_as_current_span(
+            f"{topic} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": topic,
+                "messaging.message.id": event_id,
+            },
+        ):
+            record_headers = inject_kafka_headers(
+                [
+                    *headers,
+                    (EVENT_ID_HEADER, event_id.encode()),
+                    (MESSAGE_TYPE_HEADER, message.DESCRIPTOR.full_name.encode()),
+                ]
+            )
+            await self._producer.send_and_wait(
+                topic,
+                message.SerializeToString(),
+                key=_key_bytes(key),
+                headers=record_headers,
+            )
+        return event_id
+
+    async def send_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> None:
+        """Send bytes as they are (used to copy records to a DLQ untouched)."""
+        await self._producer.send_and_wait(topic, value, key=key, headers=list(headers))
+
+
+@dataclass(frozen=True)
+class ConsumedEvent(Generic[MessageT]):
+    """One decoded record, as a handler sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    message: MessageT
+    headers: tuple[tuple[str, bytes], ...]
+    event_id: str
+    consumer_group: str
+    timestamp_ms: int
+
+
+Handler = Callable[[ConsumedEvent[MessageT]], Awaitable[None]]
+
+
+class PoisonMessage(Exception):
+    """Raised by a handler when a record can never be applied (retrying will not help)."""
+
+
+class EventConsumer(Generic[MessageT]):
+    """At-least-once consumer loop: decode, handle (with retries), commit; poison to the DLQ."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        group_id: str,
+        topics: Sequence[str],
+        message_type: type[MessageT],
+        handler: Handler[MessageT],
+        dlq_producer: EventProducer,
+        tracer: Tracer,
+        log: EventLogger,
+        max_attempts: int = 3,
+        retry_backoff_seconds: float = 0.1,
+        max_records_per_batch: int = 100,
+        client_id: str = "callmesh",
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.message_type = message_type
+        self.handler = handler
+        self.dlq_producer = dlq_producer
+        self.tracer = tracer
+        self.log = log
+        self.max_attempts = max_attempts
+        self.retry_backoff_seconds = retry_backoff_seconds
+        self.max_records_per_batch = max_records_per_batch
+        self._consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            # A new group starts from the beginning: facts published before the first deploy
+            # of a consumer still matter to it.
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Join the group and start consuming in a background task."""
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"kafka-consumer-{self.group_id}")
+
+    async def stop(self) -> None:
+        """Finish the record in hand, commit what is done, leave the group."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        await self._consumer.stop()
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                batches = await self._consumer.getmany(
+                    timeout_ms=500, max_records=self.max_records_per_batch
+                )
+                for partition, records in batches.items():
+                    await self._process_partition(partition, records)
+            except KafkaError as exc:
+                # Broker hiccups (leader moves, coordinator changes) are retried by looping;
+                # anything uncommitted is redelivered, which handlers tolerate.
+                self.log.warning("kafka_consume_error", group=self.group_id, error=repr(exc))
+                await asyncio.sleep(1.0)
+
+    async def _process_partition(
+        self, partition: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        done_offset: int | None = None
+        for record in records:
+            await self._process_record(record)
+            done_offset = record.offset + 1
+            if self._stopping.is_set():
+                break
+        if done_offset is None:
+            return
+        try:
+            await self._consumer.commit({partition: done_offset})
+        except CommitFailedError as exc:
+            # The partition moved to another member during the batch; it will redeliver.
+            self.log.warning(
+                "kafka_commit_failed", group=self.group_id, partition=str(partition), error=str(exc)
+            )
+
+    async def _process_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        headers = tuple((key, bytes(value)) for key, value in (record.headers or ()))
+        parent = extract_kafka_headers(headers)
+        event_id_header = _header(headers, EVENT_ID_HEADER)
+        # Without an id header the record's position is its identity: stable across redelivery.
+        event_id = (
+            event_id_header.decode(errors="replace")
+            if event_id_header
+            else f"{record.topic}:{record.partition}:{record.offset}"
+        )
+        with self.tracer.start_as_current_span(
+            f"{record.topic} process",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": record.topic,
+                "messaging.kafka.destination.partition": record.partition,
+                "messaging.kafka.message.offset": record.offset,
+                "messaging.consumer.group.name": self.group_id,
+                "messaging.message.id": event_id,
+            },
+        ) as span:
+            try:
+                if record.value is None:
+                    raise DecodeError("record has no value")
+                message = self.message_type.FromString(record.value)
+            except DecodeError as exc:
+                await self._to_dlq(record, headers, "undecodable", exc, attempts=0)
+                span.set_status(Status(StatusCode.ERROR, "undecodable"))
+                return
+            event = ConsumedEvent(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                message=message,
+                headers=headers,
+                event_id=event_id,
+                consumer_group=self.group_id,
+                timestamp_ms=record.timestamp,
+            )
+            await self._handle_with_retries(record, headers, event)
+
+    async def _handle_with_retries(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        headers: tuple[tuple[str, bytes], ...],
+        event: ConsumedEvent[MessageT],
+    ) -> None:
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await self.handler(event)
+                return
+            except PoisonMessage as exc:
+                await self._to_dlq(record, headers, "poison", exc, attempts=attempt)
+                return
+            except Exception as exc:
+                if attempt == self.max_attempts:
+                    await self._to_dlq(record, headers, "handler_failed", exc, attempts=attempt)
+                    return
+                self.log.warning(
+                    "kafka_handler_retry",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    attempt=attempt,
+                    error=repr(exc),
+                )
+                await asyncio.sleep(self.retry_backoff_seconds * 2 ** (attempt - 1))
+
+    async def _to_dlq(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        headers: tuple[tuple[str, bytes], ...],
+        reason: str,
+        error: BaseException,
+        *,
+        attempts: int,
+    ) -> None:
+        span = trace.get_current_span()
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, reason))
+        target = dlq_topic(record.topic)
+        why: list[tuple[str, bytes]] = [
+            (DLQ_REASON_HEADER, reason.encode()),
+            (DLQ_ERROR_HEADER, f"{type(error).__name__}: {error}".encode()[:1000]),
+            (DLQ_TOPIC_HEADER, record.topic.encode()),
+            (DLQ_PARTITION_HEADER, str(record.partition).encode()),
+            (DLQ_OFFSET_HEADER, str(record.offset).encode()),
+            (DLQ_GROUP_HEADER, self.group_id.encode()),
+            (DLQ_ATTEMPTS_HEADER, str(attempts).encode()),
+        ]
+        # The sender's own headers (trace, event id) are kept so the DLQ record can be traced
+        # back and replayed as the same event.
+        kept = [(k, v) for k, v in headers if not k.startswith("callmesh-dlq-")]
+        await self.dlq_producer.send_raw(
+            target, record.value, key=record.key, headers=[*kept, *why]
+        )
+        self.log.error(
+            "kafka_message_dead_lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            dlq=target,
+            reason=reason,
+            error=f"{type(error).__name__}: {error}",
+        )
+
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    topics: Iterable[str],
+    *,
+    partitions: int = 3,
+    replication_factor: int = 1,
+    with_dlq: bool = True,
+) -> None:
+    """Create `topics` (and their `.dlq` topics) unless they exist: local/dev convenience.
+
+    In production the platform's topics are created by the chart with proper replication.
+    """
+    names: list[str] = []
+    for topic in topics:
+        names.append(topic)
+        if with_dlq:
+            names.append(dlq_topic(topic))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        response: Any = await admin.create_topics(
+            [NewTopic(name, partitions, replication_factor) for name in names]
+        )
+        for topic_error in response.topic_errors:
+            name, code = topic_error[0], topic_error[1]
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                message = topic_error[2] if len(topic_error) > 2 else ""
+                raise KafkaError(f"cannot create topic {name}: error {code} {message}")
+    finally:
+        await admin.close()

@@ -1,0 +1,5 @@
+"""`python -m callmesh_recording` starts the recording service."""
+
+from callmesh_recording.app import main
+
+main()
