@@ -1,0 +1,310 @@
+"""Request and response bodies of the REST API.
+
+These pydantic models are the single description of each resource: they validate input (with
+`extra="forbid"`, so a misspelt field is an error rather than silently ignored), shape output,
+and produce the JSON Schemas in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+import uuid
+import zoneinfo
+from typing import Annotated, Literal
+
+import phonenumbers
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from .roles import Role
+
+_SLUG = r"^[a-z0-9][a-z0-9-]{1,62}$"
+_EXTENSION = r"^[0-9]{2,6}$"
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+)
+CODECS = ("PCMU", "PCMA", "G722", "opus", "telephone-event")
+
+
+def _timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name such as Europe/Moscow)"
+        ) from None
+    return value
+
+
+def _region(value: str) -> str:
+    region = value.upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown region {value!r} (use an ISO 3166 code such as RU)")
+    return region
+
+
+def _e164(value: str) -> str:
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError("not an international number; write it as +<country><number>") from None
+    if not phonenumbers.is_possible_number(parsed):
+        raise ValueError("not a possible phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _host(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(value):
+        raise ValueError("not a hostname or IP address")
+    return value.lower()
+
+
+def _source_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError("not an IP address or CIDR network") from None
+
+
+def _codecs(value: list[str]) -> list[str]:
+    unknown = [codec for codec in value if codec not in CODECS]
+    if unknown:
+        raise ValueError(f"unsupported codec(s) {', '.join(unknown)}; known: {', '.join(CODECS)}")
+    if len(set(value)) != len(value):
+        raise ValueError("codecs repeat")
+    if not value:
+        raise ValueError("at least one codec is needed")
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(_timezone)]
+Region = Annotated[str, AfterValidator(_region)]
+E164 = Annotated[str, AfterValidator(_e164)]
+Host = Annotated[str, AfterValidator(_host)]
+SourceAddress = Annotated[str, AfterValidator(_source_address)]
+Codecs = Annotated[list[str], AfterValidator(_codecs)]
+Extension = Annotated[str, Field(pattern=_EXTENSION, examples=["101"])]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Stored(Output):
+    id: uuid.UUID
+    version: int = Field(description="increases on every change; the resource's ETag")
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+# -- tenants ---------------------------------------------------------------------------------
+class TenantCreate(Input):
+    slug: Annotated[str, Field(pattern=_SLUG, examples=["acme"])]
+    name: Name
+    timezone: TimeZone = "UTC"
+    default_region: Region = "RU"
+    sip_domain: Host | None = Field(
+        default=None, description="SIP domain and digest realm; default <slug>.callmesh.local"
+    )
+
+
+class TenantUpdate(Input):
+    name: Name | None = None
+    timezone: TimeZone | None = None
+    default_region: Region | None = None
+
+
+class Tenant(Stored):
+    slug: str
+    name: str
+    timezone: str
+    default_region: str
+    sip_domain: str
+
+
+# -- departments -----------------------------------------------------------------------------
+class DepartmentCreate(Input):
+    name: Name
+    extension: Extension | None = None
+
+
+class DepartmentUpdate(Input):
+    name: Name | None = None
+    extension: Extension | None = None
+
+
+class Department(Stored):
+    tenant_id: uuid.UUID
+    name: str
+    extension: str | None
+
+
+# -- users -----------------------------------------------------------------------------------
+TenantRole = Literal["tenant_admin", "supervisor", "agent"]
+
+
+class UserCreate(Input):
+    name: Name
+    extension: Extension
+    role: TenantRole = "agent"
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)] | None = (
+        None
+    )
+    department_id: uuid.UUID | None = None
+    mobile: E164 | None = None
+    login_password: Annotated[str, Field(min_length=10, max_length=200)] | None = Field(
+        default=None, description="cabinet login password; stored as argon2id, never returned"
+    )
+    managed_departments: list[uuid.UUID] = Field(
+        default_factory=list, description="for supervisors: the departments they see"
+    )
+
+
+class UserUpdate(Input):
+    name: Name | None = None
+    role: TenantRole | None = None
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)] | None = (
+        None
+    )
+    department_id: uuid.UUID | None = None
+    mobile: E164 | None = None
+    login_password: Annotated[str, Field(min_length=10, max_length=200)] | None = None
+    managed_departments: list[uuid.UUID] | None = None
+
+
+class User(Stored):
+    tenant_id: uuid.UUID
+    name: str
+    extension: str
+    role: str
+    email: str | None
+    department_id: uuid.UUID | None
+    mobile: str | None
+    sip_username: str = Field(description="the digest username: the extension")
+    sip_realm: str
+    managed_departments: list[uuid.UUID] = Field(default_factory=list)
+
+
+class SipCredentials(Output):
+    username: str
+    realm: str
+    password: str = Field(description="shown once; only digest HA1 hashes are stored")
+
+
+class UserCreated(User):
+    sip_credentials: SipCredentials
+
+
+# -- trunks ----------------------------------------------------------------------------------
+class Rate(Input):
+    prefix: Annotated[str, Field(pattern=r"^[0-9]{0,15}$")]
+    per_minute: Annotated[float, Field(ge=0)]
+    from_hour: Annotated[int, Field(ge=0, le=23)] = 0
+    to_hour: Annotated[int, Field(ge=1, le=24)] = 24
+
+
+class TrunkCreate(Input):
+    name: Name
+    auth_mode: Literal["ip", "registration"]
+    host: Host
+    port: Annotated[int, Field(ge=1, le=65535)] = 5060
+    transport: Literal["udp", "tcp"] = "udp"
+    source_addresses: list[SourceAddress] = Field(default_factory=list)
+    username: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    secret: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="registration password; write-only"
+    )
+    codecs: Codecs = Field(default_factory=lambda: ["PCMU", "PCMA"])
+    channel_limit: Annotated[int, Field(ge=1, le=100000)] = 30
+    rate_table: list[Rate] = Field(default_factory=list)
+
+
+class TrunkUpdate(Input):
+    name: Name | None = None
+    host: Host | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    transport: Literal["udp", "tcp"] | None = None
+    source_addresses: list[SourceAddress] | None = None
+    username: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    secret: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    codecs: Codecs | None = None
+    channel_limit: Annotated[int, Field(ge=1, le=100000)] | None = None
+    rate_table: list[Rate] | None = None
+
+
+class Trunk(Stored):
+    tenant_id: uuid.UUID
+    name: str
+    auth_mode: str
+    host: str
+    port: int
+    transport: str
+    source_addresses: list[str]
+    username: str | None
+    has_secret: bool
+    codecs: list[str]
+    channel_limit: int
+    rate_table: list[Rate]
+
+
+# -- numbers ---------------------------------------------------------------------------------
+class NumberCreate(Input):
+    e164: E164 = Field(examples=["+78123334455"])
+    description: Annotated[str, Field(max_length=500)] = ""
+    trunk_id: uuid.UUID | None = None
+    scenario_id: uuid.UUID | None = None
+
+
+class NumberUpdate(Input):
+    description: Annotated[str, Field(max_length=500)] | None = None
+    trunk_id: uuid.UUID | None = None
+    scenario_id: uuid.UUID | None = None
+
+
+class Number(Stored):
+    tenant_id: uuid.UUID
+    e164: str
+    description: str
+    trunk_id: uuid.UUID | None
+    scenario_id: uuid.UUID | None
+
+
+# -- tokens and login ------------------------------------------------------------------------
+class TokenCreate(Input):
+    name: Name
+    role: Literal["tenant_admin", "supervisor", "agent"] = "tenant_admin"
+    user_id: uuid.UUID | None = None
+    expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+
+
+class TokenCreated(Output):
+    id: uuid.UUID
+    name: str
+    role: Role
+    token: str = Field(description="shown once; only its SHA-256 is stored")
+    expires_at: dt.datetime | None
+
+
+class Login(Input):
+    tenant: Annotated[str, Field(pattern=_SLUG)]
+    email: Annotated[str, Field(min_length=3, max_length=254)]
+    password: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Page(BaseModel):
+    """A page of a list; pass `next_cursor` as `cursor` to get the next one."""
+
+    items: list[object]
+    next_cursor: str | None
