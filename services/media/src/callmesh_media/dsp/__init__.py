@@ -1,0 +1,1 @@
+"""Sans-I/O DSP: G.711, resampling, tones, DTMF and fax tone detection, conference mixing."""
