@@ -47,7 +47,17 @@ class Table:
 TENANTS = Table(
     "tenants",
     "tenant",
-    ("slug", "name", "timezone", "default_region", "sip_domain"),
+    (
+        "slug",
+        "name",
+        "timezone",
+        "default_region",
+        "sip_domain",
+        "language",
+        "default_scenario_id",
+        "max_channels",
+        "enabled",
+    ),
     tenant_scoped=False,
     filters=("slug", "sip_domain"),
     unique_names={"tenants_slug_key": "slug", "tenants_sip_domain_key": "sip_domain"},
@@ -73,6 +83,10 @@ USERS = Table(
         "sip_ha1_sha256",
         "password_hash",
         "mobile",
+        "permission_class",
+        "outbound_caller_id",
+        "max_contacts",
+        "enabled",
     ),
     filters=("role", "department_id", "extension"),
     prefix_filters=("extension",),
@@ -93,6 +107,10 @@ TRUNKS = Table(
         "codecs",
         "channel_limit",
         "rate_table",
+        "password_secret",
+        "tech_prefix",
+        "send_e164",
+        "enabled",
     ),
     json_columns=("rate_table",),
     filters=("name", "auth_mode"),
@@ -101,7 +119,7 @@ TRUNKS = Table(
 NUMBERS = Table(
     "numbers",
     "number",
-    ("e164", "description", "scenario_id", "trunk_id"),
+    ("e164", "description", "scenario_id", "trunk_id", "enabled"),
     filters=("trunk_id", "scenario_id"),
     prefix_filters=("e164",),
     unique_names={"numbers_e164_key": "e164"},
@@ -231,8 +249,9 @@ class ConfigStore:
         actor: str,
         request_id: str | None,
         conn: asyncpg.Connection | None = None,
+        row_id: uuid.UUID | None = None,
     ) -> dict[str, Any]:
-        row_id = uuid.uuid4()
+        row_id = row_id or uuid.uuid4()
         cols = ["id", *values.keys()]
         params: list[Any] = [row_id, *(self._param(table, k, v) for k, v in values.items())]
         if table.tenant_scoped:
@@ -272,6 +291,51 @@ class ConfigStore:
             owner = tenant_id if table.tenant_scoped else row_id
             await self._record(tx, table, "update", owner, row_id, before, after, actor, request_id)
         return after
+
+    async def upsert(
+        self,
+        table: Table,
+        row_id: uuid.UUID,
+        values: Mapping[str, Any],
+        *,
+        tenant_id: uuid.UUID | None,
+        expected_version: int | None,
+        actor: str,
+        request_id: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or change the row with this id; (row, changed). Re-sending the same content
+        changes nothing and keeps the version, so retried upserts are harmless."""
+        async with self._tx(None) as tx:
+            before = await self._get(tx, table, row_id, tenant_id, lock=True)
+            if before is None:
+                if expected_version:
+                    raise VersionConflict(table.resource, expected_version, 0)
+                row = await self.create(
+                    table,
+                    values,
+                    tenant_id=tenant_id,
+                    actor=actor,
+                    request_id=request_id,
+                    conn=tx,
+                    row_id=row_id,
+                )
+                return row, True
+            if expected_version and before["version"] != expected_version:
+                raise VersionConflict(table.resource, expected_version, before["version"])
+            different = {k: v for k, v in values.items() if before.get(k) != v}
+            if not different:
+                return before, False
+            row = await self.update(
+                table,
+                row_id,
+                different,
+                tenant_id=tenant_id,
+                expected_version=None,
+                actor=actor,
+                request_id=request_id,
+                conn=tx,
+            )
+            return row, True
 
     async def delete(
         self,
@@ -360,10 +424,15 @@ class ConfigStore:
             request_id,
         )
         if tenant_id is not None:
+            slug = (after or before or {}).get("slug") if table is TENANTS else None
+            if slug is None:
+                slug = await conn.fetchval("SELECT slug FROM tenants WHERE id = $1", tenant_id)
             await conn.execute(
-                "INSERT INTO config_outbox (tenant_id, kind, resource_id, version, deleted)"
-                " VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO config_outbox (tenant_id, tenant_slug, actor, kind, resource_id,"
+                " version, deleted) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 tenant_id,
+                slug,
+                actor,
                 table.resource,
                 row_id,
                 version if version is not None else (after or {}).get("version", 0),

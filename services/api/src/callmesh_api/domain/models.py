@@ -92,6 +92,8 @@ SourceAddress = Annotated[str, AfterValidator(_source_address)]
 Codecs = Annotated[list[str], AfterValidator(_codecs)]
 Extension = Annotated[str, Field(pattern=_EXTENSION, examples=["101"])]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", examples=["ru"])]
+PermissionClass = Literal["internal", "local", "long_distance", "international"]
 
 
 class Input(BaseModel):
@@ -118,12 +120,19 @@ class TenantCreate(Input):
     sip_domain: Host | None = Field(
         default=None, description="SIP domain and digest realm; default <slug>.callmesh.local"
     )
+    language: Language = "ru"
+    max_channels: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    enabled: bool = True
 
 
 class TenantUpdate(Input):
     name: Name | None = None
     timezone: TimeZone | None = None
     default_region: Region | None = None
+    language: Language | None = None
+    default_scenario_id: uuid.UUID | None = None
+    max_channels: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    enabled: bool | None = None
 
 
 class Tenant(Stored):
@@ -132,6 +141,10 @@ class Tenant(Stored):
     timezone: str
     default_region: str
     sip_domain: str
+    language: str
+    default_scenario_id: uuid.UUID | None
+    max_channels: int
+    enabled: bool
 
 
 # -- departments -----------------------------------------------------------------------------
@@ -170,6 +183,10 @@ class UserCreate(Input):
     managed_departments: list[uuid.UUID] = Field(
         default_factory=list, description="for supervisors: the departments they see"
     )
+    permission_class: PermissionClass = "long_distance"
+    outbound_caller_id: E164 | None = None
+    max_contacts: Annotated[int, Field(ge=0, le=100)] = 0
+    enabled: bool = True
 
 
 class UserUpdate(Input):
@@ -182,6 +199,10 @@ class UserUpdate(Input):
     mobile: E164 | None = None
     login_password: Annotated[str, Field(min_length=10, max_length=200)] | None = None
     managed_departments: list[uuid.UUID] | None = None
+    permission_class: PermissionClass | None = None
+    outbound_caller_id: E164 | None = None
+    max_contacts: Annotated[int, Field(ge=0, le=100)] | None = None
+    enabled: bool | None = None
 
 
 class User(Stored):
@@ -195,6 +216,10 @@ class User(Stored):
     sip_username: str = Field(description="the digest username: the extension")
     sip_realm: str
     managed_departments: list[uuid.UUID] = Field(default_factory=list)
+    permission_class: str
+    outbound_caller_id: str | None
+    max_contacts: int
+    enabled: bool
 
 
 class SipCredentials(Output):
@@ -229,6 +254,9 @@ class TrunkCreate(Input):
     codecs: Codecs = Field(default_factory=lambda: ["PCMU", "PCMA"])
     channel_limit: Annotated[int, Field(ge=1, le=100000)] = 30
     rate_table: list[Rate] = Field(default_factory=list)
+    tech_prefix: Annotated[str, Field(pattern=r"^[0-9#*]{0,16}$")] = ""
+    send_e164: bool = True
+    enabled: bool = True
 
 
 class TrunkUpdate(Input):
@@ -242,6 +270,9 @@ class TrunkUpdate(Input):
     codecs: Codecs | None = None
     channel_limit: Annotated[int, Field(ge=1, le=100000)] | None = None
     rate_table: list[Rate] | None = None
+    tech_prefix: Annotated[str, Field(pattern=r"^[0-9#*]{0,16}$")] | None = None
+    send_e164: bool | None = None
+    enabled: bool | None = None
 
 
 class Trunk(Stored):
@@ -257,6 +288,9 @@ class Trunk(Stored):
     codecs: list[str]
     channel_limit: int
     rate_table: list[Rate]
+    tech_prefix: str
+    send_e164: bool
+    enabled: bool
 
 
 # -- numbers ---------------------------------------------------------------------------------
@@ -265,12 +299,14 @@ class NumberCreate(Input):
     description: Annotated[str, Field(max_length=500)] = ""
     trunk_id: uuid.UUID | None = None
     scenario_id: uuid.UUID | None = None
+    enabled: bool = True
 
 
 class NumberUpdate(Input):
     description: Annotated[str, Field(max_length=500)] | None = None
     trunk_id: uuid.UUID | None = None
     scenario_id: uuid.UUID | None = None
+    enabled: bool | None = None
 
 
 class Number(Stored):
@@ -279,6 +315,7 @@ class Number(Stored):
     description: str
     trunk_id: uuid.UUID | None
     scenario_id: uuid.UUID | None
+    enabled: bool
 
 
 # -- tokens and login ------------------------------------------------------------------------

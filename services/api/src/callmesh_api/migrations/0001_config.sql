@@ -11,6 +11,11 @@ CREATE TABLE tenants (
     -- The SIP domain phones register to; it names the tenant at the edge and is the digest
     -- realm, so the same extension in two tenants never collides.
     sip_domain      text NOT NULL UNIQUE,
+    language        text NOT NULL DEFAULT 'ru',
+    -- The scenario for numbers without one, and the fallback when a scenario fails at run time.
+    default_scenario_id uuid,
+    max_channels    integer NOT NULL DEFAULT 0 CHECK (max_channels >= 0),
+    enabled         boolean NOT NULL DEFAULT true,
     version         bigint NOT NULL DEFAULT 1,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
@@ -43,6 +48,12 @@ CREATE TABLE users (
     -- Web/API login password (argon2id); NULL means the user cannot log in to the cabinet.
     password_hash    text,
     mobile           text,
+    permission_class text NOT NULL DEFAULT 'long_distance'
+                     CHECK (permission_class IN ('internal', 'local', 'long_distance',
+                                                 'international')),
+    outbound_caller_id text,
+    max_contacts     integer NOT NULL DEFAULT 0 CHECK (max_contacts >= 0),
+    enabled          boolean NOT NULL DEFAULT true,
     version          bigint NOT NULL DEFAULT 1,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
@@ -73,6 +84,11 @@ CREATE TABLE trunks (
     codecs          text[] NOT NULL DEFAULT '{PCMU,PCMA}',
     channel_limit   integer NOT NULL DEFAULT 30 CHECK (channel_limit > 0),
     rate_table      jsonb NOT NULL DEFAULT '[]',
+    -- Reference to the Secret that holds the registration password (operator-managed trunks).
+    password_secret text,
+    tech_prefix     text NOT NULL DEFAULT '' CHECK (tech_prefix ~ '^[0-9#*]*$'),
+    send_e164       boolean NOT NULL DEFAULT true,
+    enabled         boolean NOT NULL DEFAULT true,
     version         bigint NOT NULL DEFAULT 1,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
@@ -87,6 +103,7 @@ CREATE TABLE numbers (
     description  text NOT NULL DEFAULT '',
     scenario_id  uuid,
     trunk_id     uuid REFERENCES trunks(id) ON DELETE SET NULL,
+    enabled      boolean NOT NULL DEFAULT true,
     version      bigint NOT NULL DEFAULT 1,
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now()
@@ -127,6 +144,9 @@ CREATE INDEX audit_log_tenant_at ON audit_log (tenant_id, at DESC);
 CREATE TABLE config_outbox (
     id           bigserial PRIMARY KEY,
     tenant_id    uuid NOT NULL,
+    -- Kept here because a deleted tenant has no row left to look its slug up in.
+    tenant_slug  text NOT NULL,
+    actor        text NOT NULL,
     kind         text NOT NULL,
     resource_id  uuid NOT NULL,
     version      bigint NOT NULL,
