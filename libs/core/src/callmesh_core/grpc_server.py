@@ -99,11 +99,14 @@ class GrpcServer:
         self.log = log
         # Order matters: tracing is outermost so its span covers the mapped status.
         self.server = grpc.aio.server(
+            # gRPC sets SO_REUSEPORT by default, which lets a second replica on the same host
+            # silently share the port; a clash must fail start-up instead.
+            options=[("grpc.so_reuseport", 0)],
             interceptors=[
                 TracingServerInterceptor(tracer),
                 ErrorMappingInterceptor(log),
                 *extra_interceptors,
-            ]
+            ],
         )
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -1,0 +1,221 @@
+"""Every service starts as `python -m callmesh_<service>`, serves health, and stops on SIGTERM.
+
+The services run as real subprocesses on free ports, all eight at once (start-up is mostly
+import time, so running them side by side keeps this file fast on two cores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import grpc
+import pytest
+from callmesh_core.config import ServiceSettings, load_settings
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# (service, package) in ARCHITECTURE §6 port order: gRPC 50051+i, HTTP 9101+i.
+SERVICES = [
+    ("sip-edge", "callmesh_sip_edge"),
+    ("media", "callmesh_media"),
+    ("routing", "callmesh_routing"),
+    ("queue", "callmesh_queue"),
+    ("recording", "callmesh_recording"),
+    ("notify", "callmesh_notify"),
+    ("crm-sync", "callmesh_crm_sync"),
+    ("api", "callmesh_api"),
+]
+NAMES = [name for name, _ in SERVICES]
+PACKAGES = dict(SERVICES)
+READY_TIMEOUT = 30.0  # generous: eight interpreters start at once on a 2-core machine
+STOP_TIMEOUT = 5.0
+KV_LINE = re.compile(r"^ts=\S+ level=(debug|info|warning|error|critical) service=\S+ ")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _environment(**overrides: str) -> dict[str, str]:
+    # The developer's own CALLMESH_* variables must not leak into what is being tested.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLMESH_")}
+    env.update(overrides)
+    return env
+
+
+def _settings_type(package: str) -> type[ServiceSettings]:
+    module = importlib.import_module(f"{package}.config")
+    settings_types = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, ServiceSettings)
+        and value is not ServiceSettings
+    ]
+    assert len(settings_types) == 1, settings_types
+    return settings_types[0]
+
+
+@pytest.mark.parametrize(("index", "name"), list(enumerate(NAMES)))
+def test_default_ports_follow_the_architecture(index: int, name: str) -> None:
+    settings = load_settings(_settings_type(PACKAGES[name]), {})
+    assert settings.service_name == name
+    assert (settings.grpc_port, settings.http_port) == (50051 + index, 9101 + index)
+
+
+@dataclass
+class StartOutcome:
+    ready_after: float | None = None
+    readyz_status: int | None = None
+    health_status: int | None = None
+    stop_after: float | None = None
+    exit_code: int | None = None
+    stderr_lines: list[str] = field(default_factory=list)
+
+
+async def _readyz(port: int) -> int | None:
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session,
+            session.get(f"http://127.0.0.1:{port}/readyz") as response,
+        ):
+            return response.status
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def _health(port: int) -> int | None:
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            response = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+            return int(response.status)
+    except grpc.aio.AioRpcError:
+        return None
+
+
+async def _start_and_stop(package: str) -> StartOutcome:
+    grpc_port, http_port = _free_port(), _free_port()
+    outcome = StartOutcome()
+    began = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        package,
+        env=_environment(CALLMESH_GRPC_PORT=str(grpc_port), CALLMESH_HTTP_PORT=str(http_port)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        while time.monotonic() - began < READY_TIMEOUT and process.returncode is None:
+            outcome.readyz_status = await _readyz(http_port)
+            if outcome.readyz_status == 200:
+                outcome.health_status = await _health(grpc_port)
+                outcome.ready_after = time.monotonic() - began
+                break
+            await asyncio.sleep(0.1)
+        if process.returncode is None:
+            stop_began = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+                outcome.stop_after = time.monotonic() - stop_began
+            except TimeoutError:
+                pass
+        outcome.exit_code = process.returncode
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        assert process.stderr is not None
+        outcome.stderr_lines = (await process.stderr.read()).decode().splitlines()
+    return outcome
+
+
+@pytest.fixture(scope="module")
+async def start_outcomes() -> dict[str, StartOutcome]:
+    outcomes = await asyncio.gather(*(_start_and_stop(package) for _, package in SERVICES))
+    return dict(zip(NAMES, outcomes, strict=True))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_service_serves_health_and_stops_cleanly_on_sigterm(
+    name: str, start_outcomes: dict[str, StartOutcome]
+) -> None:
+    outcome = start_outcomes[name]
+    log = "\n".join(outcome.stderr_lines)
+    assert outcome.readyz_status == 200, log
+    assert outcome.health_status == health_pb2.HealthCheckResponse.SERVING, log
+    assert outcome.exit_code == 0, log
+    assert outcome.stop_after is not None and outcome.stop_after < STOP_TIMEOUT
+    # Logs are structured, one line per event, and tell the story in order.
+    assert all(KV_LINE.match(line) for line in outcome.stderr_lines), log
+    events = [re.search(r" event=(\S+)", line).group(1) for line in outcome.stderr_lines]  # type: ignore[union-attr]
+    assert events == ["ready", "draining", "stopped"], log
+    assert f"service={name} " in outcome.stderr_lines[0]
+
+
+async def _run_with(package: str, **variables: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        package,
+        env=_environment(**variables),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), READY_TIMEOUT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+@pytest.fixture(scope="module")
+async def bad_port_outcomes() -> dict[str, tuple[int, str, str]]:
+    results = await asyncio.gather(
+        *(_run_with(package, CALLMESH_GRPC_PORT="abc") for _, package in SERVICES)
+    )
+    return dict(zip(NAMES, results, strict=True))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_variable_stops_the_service_with_one_line(
+    name: str, bad_port_outcomes: dict[str, tuple[int, str, str]]
+) -> None:
+    exit_code, stdout, stderr = bad_port_outcomes[name]
+    assert exit_code == 2
+    assert stdout == ""
+    assert stderr.splitlines() == [
+        f"callmesh-{name}: CALLMESH_GRPC_PORT='abc': not a valid port (integer 1-65535)"
+    ]
+
+
+@pytest.mark.parametrize("busy", ["CALLMESH_GRPC_PORT", "CALLMESH_HTTP_PORT"])
+async def test_a_busy_port_fails_start_up_with_a_logged_reason(busy: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = {"CALLMESH_GRPC_PORT": str(_free_port()), "CALLMESH_HTTP_PORT": str(_free_port())}
+        ports[busy] = str(taken.getsockname()[1])
+        exit_code, _, stderr = await _run_with("callmesh_routing", **ports)
+    assert exit_code == 1
+    (line,) = [line for line in stderr.splitlines() if "event=startup_failed" in line]
+    assert "level=error" in line
+    assert "Traceback" not in stderr
