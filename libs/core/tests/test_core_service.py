@@ -5,15 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
+from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
+import asyncpg
 import grpc
 import pytest
 from callmesh_core.config import Port, ServiceSettings, load_settings
+from callmesh_core.db import claim_event
 from callmesh_core.http import HealthHttpServer, Readiness
+from callmesh_core.kafka import ConsumedEvent, ensure_topics
 from callmesh_core.logging import EventLogger
 from callmesh_core.service import Service, ServiceContext
+from google.protobuf.wrappers_pb2 import StringValue
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
@@ -168,3 +174,48 @@ async def test_drain_is_cut_short_by_grace_and_by_second_signal() -> None:
     assert not stopping.done()
     service.request_stop()  # the second Ctrl-C
     await asyncio.wait_for(stopping, 3)
+
+
+async def test_context_wires_postgres_and_kafka_and_closes_them(
+    postgres_dsn: str, kafka_bootstrap: str, schema: str, tmp_path: Path
+) -> None:
+    (tmp_path / "0001_init.sql").write_text("CREATE TABLE seen (value text PRIMARY KEY);")
+    topic = f"test.{uuid.uuid4().hex[:12]}"
+    await ensure_topics(kafka_bootstrap, [topic], partitions=1)
+    settings = _settings(
+        CALLMESH_POSTGRES_DSN=postgres_dsn, CALLMESH_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap
+    )
+    wired: dict[str, Any] = {}
+
+    async def build(ctx: ServiceContext[DemoSettings]) -> None:
+        pool = await ctx.postgres(schema=schema, migrations=tmp_path)
+        producer = await ctx.kafka_producer()
+
+        async def handler(event: ConsumedEvent[StringValue]) -> None:
+            async with pool.acquire() as connection, connection.transaction():
+                if await claim_event(connection, event.consumer_group, event.event_id):
+                    await connection.execute("INSERT INTO seen VALUES ($1)", event.message.value)
+
+        await ctx.kafka_consumer(
+            group_id=f"g-{uuid.uuid4().hex[:8]}",
+            topics=[topic],
+            message_type=StringValue,
+            handler=handler,
+            dlq_producer=producer,
+        )
+        wired.update(pool=pool, producer=producer)
+
+    service = Service(settings, build, log=EventLogger(logging.getLogger("callmesh.test.svc")))
+    await service.start()
+    try:
+        status, _, body = await _get(settings.http_port, "/readyz")
+        assert (status, body) == (200, {"status": "ready", "checks": {"postgres": {"ok": True}}})
+        await wired["producer"].send(topic, StringValue(value="hello"), key="k")
+        pool: asyncpg.Pool = wired["pool"]
+        deadline = time.monotonic() + 15
+        while await pool.fetchval("SELECT count(*) FROM seen") == 0:
+            assert time.monotonic() < deadline, "the consumer never applied the event"
+            await asyncio.sleep(0.05)
+    finally:
+        await service.drain_and_stop()
+    assert wired["pool"].is_closing()

@@ -22,18 +22,22 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import asyncpg
 import uvloop
 from grpc.aio import Channel
 from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from callmesh_core.config import ServiceSettings, load_settings_or_exit
+from callmesh_core.db import create_pool, migrate
 from callmesh_core.grpc_server import GrpcServer, create_channel
 from callmesh_core.http import HealthHttpServer, Readiness, ReadinessCheck
+from callmesh_core.kafka import EventConsumer, EventProducer, Handler, MessageT
 from callmesh_core.logging import EventLogger, configure_logging
 from callmesh_core.telemetry import Telemetry
 
@@ -69,6 +73,66 @@ class ServiceContext(Generic[SettingsT]):
 
     def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
         self.readiness.add_check(name, check)
+
+    async def postgres(
+        self, *, schema: str, migrations: str | Path | None = None, max_size: int = 10
+    ) -> asyncpg.Pool:
+        """Apply the service's migrations, open its pool, check it for readiness, close it.
+
+        `migrations` is the service package name (its `migrations/` directory) or a path.
+        """
+        if migrations is not None:
+            applied = await migrate(self.settings.postgres_dsn, schema, migrations)
+            self.log.info("migrations_applied", schema=schema, versions=applied or "none")
+        pool = await create_pool(self.settings.postgres_dsn, schema=schema, max_size=max_size)
+
+        async def check() -> str | None:
+            async with pool.acquire(timeout=1.0) as connection:
+                await connection.fetchval("SELECT 1")
+            return None
+
+        async def close() -> None:
+            await pool.close()
+
+        self.add_readiness_check("postgres", check)
+        self.on_close(close)
+        return pool
+
+    async def kafka_producer(self) -> EventProducer:
+        """A started idempotent producer, flushed and closed on shutdown."""
+        producer = EventProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            tracer=self.tracer,
+            client_id=f"callmesh-{self.settings.service_name}-{self.settings.replica_id}",
+        )
+        await producer.start()
+        self.on_close(producer.stop)
+        return producer
+
+    async def kafka_consumer(
+        self,
+        *,
+        group_id: str,
+        topics: Sequence[str],
+        message_type: type[MessageT],
+        handler: Handler[MessageT],
+        dlq_producer: EventProducer,
+    ) -> EventConsumer[MessageT]:
+        """A started consumer loop; stopped (after finishing its record) on shutdown."""
+        consumer = EventConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            group_id=group_id,
+            topics=topics,
+            message_type=message_type,
+            handler=handler,
+            dlq_producer=dlq_producer,
+            tracer=self.tracer,
+            log=self.log.child("kafka"),
+            client_id=f"callmesh-{self.settings.service_name}-{self.settings.replica_id}",
+        )
+        await consumer.start()
+        self.on_close(consumer.stop)
+        return consumer
 
     def channel(self, target: str) -> Channel:
         """A client channel to another service, with default deadline and trace propagation."""
