@@ -115,7 +115,8 @@ EXPECTED_SERVICES: dict[str, dict[str, tuple[bool, bool]]] = {
             "ListTrunks",
             "GetScenario",
         )
-    },
+    }
+    | {"StreamRates": (False, True)},
     "callmesh.crm.v1.Crm": {"LookupResponsible": (False, False)},
     "callmesh.recording.v1.Recording": {
         name: (False, False)
@@ -389,7 +390,7 @@ def test_call_ended_event_round_trips_with_durations() -> None:
     assert decoded.occurred_at.ToSeconds() == 1_795_000_000
 
 
-def test_provisioning_never_carries_a_plaintext_password() -> None:
+def test_provisioning_users_carry_only_digest_hashes() -> None:
     from callmesh.provisioning.v1 import provisioning_pb2
 
     def field_names(message: Descriptor, seen: set[str]) -> set[str]:
@@ -402,9 +403,16 @@ def test_provisioning_never_carries_a_plaintext_password() -> None:
                 names |= field_names(field.message_type, seen)
         return names
 
-    names: set[str] = set()
+    user_fields = field_names(provisioning_pb2.User.DESCRIPTOR, set())
+    assert {"DigestCredentials.ha1_md5", "DigestCredentials.ha1_sha256"} <= user_fields
+    assert not [name for name in user_fields if "password" in name]
+
+    everything: set[str] = set()
     for message in provisioning_pb2.DESCRIPTOR.message_types_by_name.values():
-        names |= field_names(message, set())
-    # Only a reference to a secret may mention a password; its value never travels.
-    assert {name for name in names if "password" in name} == {"RegistrationAuth.password_secret"}
-    assert {"DigestCredentials.ha1_md5", "DigestCredentials.ha1_sha256"} <= names
+        everything |= field_names(message, set())
+    # The only password in the contract is a trunk's, which sip-edge needs to answer a
+    # carrier's digest challenge.
+    assert {name for name in everything if "password" in name} == {
+        "RegistrationAuth.password",
+        "RegistrationAuth.password_secret",
+    }

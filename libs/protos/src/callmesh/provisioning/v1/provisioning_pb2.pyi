@@ -3,15 +3,20 @@
 isort:skip_file
 Provisioning: the configuration of record, served by the api (ARCHITECTURE §2, issue 6).
 
-Writes are idempotent upserts and deletes keyed by the resource's id: sending the same
-upsert twice leaves one resource and does not bump its version the second time. Every
+Writes are idempotent upserts and deletes: sending the same upsert twice leaves one resource
+and does not bump its version the second time. An upsert names its resource by id when it
+has one, otherwise by the resource's natural key (tenant slug; user extension within the
+tenant; number E.164; trunk name within the tenant), so a client that only knows names (the
+operator knows Kubernetes resource names) can still write idempotently. Every
 resource carries a `version` that grows on each real change; a write may name the version it
 expects (optimistic concurrency: a mismatch fails with ABORTED). Reads return the version so
 caches can compare it with `callmesh.config.v1` ConfigChanged events. A read of a missing
 resource fails with NOT_FOUND.
 
-Secrets: SIP passwords never travel here. Users carry digest HA1 values (RFC 7616) for MD5
-and SHA-256; a trunk's registration password is referenced by secret name only.
+Secrets: users' SIP passwords never travel here; users carry digest HA1 values (RFC 7616) for
+MD5 and SHA-256. A trunk that registers to a carrier needs its password to answer the
+carrier's challenges (the carrier's realm is not known in advance, so an HA1 cannot be
+prepared): it travels only in RegistrationAuth, or stays in Kubernetes as a secret reference.
 """
 
 from callmesh.common.v1 import common_pb2 as _common_pb2
@@ -81,10 +86,11 @@ class Tenant(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TENANT_ID_FIELD_NUMBER: _builtins.int
+    SLUG_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     SIP_DOMAIN_FIELD_NUMBER: _builtins.int
-    TIME_ZONE_FIELD_NUMBER: _builtins.int
-    COUNTRY_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    DEFAULT_REGION_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     DEFAULT_SCENARIO_ID_FIELD_NUMBER: _builtins.int
     MAX_CHANNELS_FIELD_NUMBER: _builtins.int
@@ -92,14 +98,16 @@ class Tenant(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
-    """Stable id (DNS-label style, "acme"); also the Kubernetes Tenant resource name."""
+    """Id assigned by the api (UUID); every other message and event names the tenant by it."""
+    slug: _builtins.str
+    """Unique DNS-label name ("acme"); the Kubernetes Tenant resource name."""
     name: _builtins.str
     sip_domain: _builtins.str
     """SIP domain and digest realm of the tenant's users ("acme.pbx.example")."""
-    time_zone: _builtins.str
+    timezone: _builtins.str
     """IANA time zone for time conditions and reports ("Europe/Moscow")."""
-    country: _builtins.str
-    """ISO 3166-1 alpha-2 country for number normalisation and holiday calendars ("RU")."""
+    default_region: _builtins.str
+    """ISO 3166-1 alpha-2 region for number normalisation and holiday calendars ("RU")."""
     language: _builtins.str
     """BCP 47 language of prompts ("ru")."""
     default_scenario_id: _builtins.str
@@ -115,10 +123,11 @@ class Tenant(_message.Message):
         self,
         *,
         tenant_id: _builtins.str = ...,
+        slug: _builtins.str = ...,
         name: _builtins.str = ...,
         sip_domain: _builtins.str = ...,
-        time_zone: _builtins.str = ...,
-        country: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        default_region: _builtins.str = ...,
         language: _builtins.str = ...,
         default_scenario_id: _builtins.str = ...,
         max_channels: _builtins.int = ...,
@@ -128,7 +137,7 @@ class Tenant(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["country", b"country", "default_scenario_id", b"default_scenario_id", "enabled", b"enabled", "language", b"language", "max_channels", b"max_channels", "name", b"name", "sip_domain", b"sip_domain", "tenant_id", b"tenant_id", "time_zone", b"time_zone", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_region", b"default_region", "default_scenario_id", b"default_scenario_id", "enabled", b"enabled", "language", b"language", "max_channels", b"max_channels", "name", b"name", "sip_domain", b"sip_domain", "slug", b"slug", "tenant_id", b"tenant_id", "timezone", b"timezone", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -173,12 +182,13 @@ class User(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     EXTENSION_FIELD_NUMBER: _builtins.int
-    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_ID_FIELD_NUMBER: _builtins.int
     SIP_CREDENTIALS_FIELD_NUMBER: _builtins.int
     PERMISSION_CLASS_FIELD_NUMBER: _builtins.int
     OUTBOUND_CALLER_ID_FIELD_NUMBER: _builtins.int
-    MOBILE_NUMBER_FIELD_NUMBER: _builtins.int
+    MOBILE_FIELD_NUMBER: _builtins.int
     MAX_CONTACTS_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
@@ -187,12 +197,15 @@ class User(_message.Message):
     user_id: _builtins.str
     extension: _builtins.str
     """Short internal number, unique within the tenant ("101")."""
-    display_name: _builtins.str
+    name: _builtins.str
+    """Display name ("Anna Petrova")."""
     email: _builtins.str
+    department_id: _builtins.str
+    """Department (ring group) the user belongs to, if any."""
     permission_class: Global___PermissionClass.ValueType
     outbound_caller_id: _builtins.str
     """Number presented on outbound calls (E.164); empty = the tenant's rules."""
-    mobile_number: _builtins.str
+    mobile: _builtins.str
     """Mobile number for follow-me and ICM "also their mobile" (E.164)."""
     max_contacts: _builtins.int
     """Most contacts the user may register at once; 0 = platform default."""
@@ -208,12 +221,13 @@ class User(_message.Message):
         tenant_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
         extension: _builtins.str = ...,
-        display_name: _builtins.str = ...,
+        name: _builtins.str = ...,
         email: _builtins.str = ...,
+        department_id: _builtins.str = ...,
         sip_credentials: Global___DigestCredentials | None = ...,
         permission_class: Global___PermissionClass.ValueType = ...,
         outbound_caller_id: _builtins.str = ...,
-        mobile_number: _builtins.str = ...,
+        mobile: _builtins.str = ...,
         max_contacts: _builtins.int = ...,
         enabled: _builtins.bool = ...,
         version: _builtins.int = ...,
@@ -221,7 +235,7 @@ class User(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sip_credentials", b"sip_credentials", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "email", b"email", "enabled", b"enabled", "extension", b"extension", "max_contacts", b"max_contacts", "mobile_number", b"mobile_number", "outbound_caller_id", b"outbound_caller_id", "permission_class", b"permission_class", "sip_credentials", b"sip_credentials", "tenant_id", b"tenant_id", "updated_at", b"updated_at", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["department_id", b"department_id", "email", b"email", "enabled", b"enabled", "extension", b"extension", "max_contacts", b"max_contacts", "mobile", b"mobile", "name", b"name", "outbound_caller_id", b"outbound_caller_id", "permission_class", b"permission_class", "sip_credentials", b"sip_credentials", "tenant_id", b"tenant_id", "updated_at", b"updated_at", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -282,16 +296,19 @@ class RegistrationAuth(_message.Message):
     REGISTRAR_FIELD_NUMBER: _builtins.int
     USERNAME_FIELD_NUMBER: _builtins.int
     AUTH_USERNAME_FIELD_NUMBER: _builtins.int
-    PASSWORD_SECRET_FIELD_NUMBER: _builtins.int
     EXPIRES_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    PASSWORD_SECRET_FIELD_NUMBER: _builtins.int
     registrar: _builtins.str
-    """Registrar URI ("sip:sip.carrier.example")."""
+    """Registrar URI ("sip:sip.carrier.example"); empty = the trunk's host."""
     username: _builtins.str
     auth_username: _builtins.str
     """Authentication user when it differs from `username`."""
+    password: _builtins.str
+    """The password itself, for trunks configured through the REST API. Never logged."""
     password_secret: _builtins.str
-    """Name of the secret holding the password (Kubernetes Secret "name/key"); the value is never
-    sent through this API.
+    """A Kubernetes Secret holding it ("namespace/name#key"), for trunks from Trunk resources:
+    sip-edge reads it from the cluster and the value never passes through the api.
     """
     @_builtins.property
     def expires(self) -> _duration_pb2.Duration: ...
@@ -301,14 +318,17 @@ class RegistrationAuth(_message.Message):
         registrar: _builtins.str = ...,
         username: _builtins.str = ...,
         auth_username: _builtins.str = ...,
-        password_secret: _builtins.str = ...,
         expires: _duration_pb2.Duration | None = ...,
+        password: _builtins.str = ...,
+        password_secret: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires", b"expires"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires", b"expires", "password", b"password", "password_secret", b"password_secret", "secret", b"secret"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_username", b"auth_username", "expires", b"expires", "password_secret", b"password_secret", "registrar", b"registrar", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_username", b"auth_username", "expires", b"expires", "password", b"password", "password_secret", b"password_secret", "registrar", b"registrar", "secret", b"secret", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_secret: _TypeAlias = _typing.Literal["password", "password_secret"]  # noqa: Y015
+    _WhichOneofArgType_secret: _TypeAlias = _typing.Literal["secret", b"secret"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_secret) -> _WhichOneofReturnType_secret | None: ...
 
 Global___RegistrationAuth: _TypeAlias = RegistrationAuth  # noqa: Y015
 
@@ -343,9 +363,8 @@ class Trunk(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     TRUNK_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
-    REGISTRATION_FIELD_NUMBER: _builtins.int
-    IP_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
     TRANSPORT_FIELD_NUMBER: _builtins.int
     CODECS_FIELD_NUMBER: _builtins.int
     CHANNEL_LIMIT_FIELD_NUMBER: _builtins.int
@@ -355,16 +374,21 @@ class Trunk(_message.Message):
     ENABLED_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    REGISTRATION_FIELD_NUMBER: _builtins.int
+    IP_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     trunk_id: _builtins.str
     name: _builtins.str
+    """Unique within the tenant; the Kubernetes Trunk resource name for trunks from resources."""
     host: _builtins.str
-    """Where outbound calls go ("sip.carrier.example:5060")."""
+    """Where outbound calls go: host name or IP address."""
+    port: _builtins.int
+    """SIP port of `host`; 0 = 5060 (5061 for TLS)."""
     transport: Global___Transport.ValueType
     channel_limit: _builtins.int
     """Simultaneous calls the carrier allows; 0 = no limit."""
     rate_table_id: _builtins.str
-    """Rate table used for least-cost routing (owned by routing's configuration)."""
+    """Rate table for least-cost routing, read with StreamRates."""
     tech_prefix: _builtins.str
     """Digits prepended to every dialled number."""
     send_e164: _builtins.bool
@@ -372,24 +396,23 @@ class Trunk(_message.Message):
     enabled: _builtins.bool
     version: _builtins.int
     @_builtins.property
-    def registration(self) -> Global___RegistrationAuth: ...
-    @_builtins.property
-    def ip(self) -> Global___IpAuth: ...
-    @_builtins.property
     def codecs(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Codec.ValueType]:
         """Offered in order of preference."""
 
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def registration(self) -> Global___RegistrationAuth: ...
+    @_builtins.property
+    def ip(self) -> Global___IpAuth: ...
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
         trunk_id: _builtins.str = ...,
         name: _builtins.str = ...,
-        registration: Global___RegistrationAuth | None = ...,
-        ip: Global___IpAuth | None = ...,
         host: _builtins.str = ...,
+        port: _builtins.int = ...,
         transport: Global___Transport.ValueType = ...,
         codecs: _abc.Iterable[_common_pb2.Codec.ValueType] | None = ...,
         channel_limit: _builtins.int = ...,
@@ -399,16 +422,55 @@ class Trunk(_message.Message):
         enabled: _builtins.bool = ...,
         version: _builtins.int = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        registration: Global___RegistrationAuth | None = ...,
+        ip: Global___IpAuth | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "ip", b"ip", "registration", b"registration", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "channel_limit", b"channel_limit", "codecs", b"codecs", "enabled", b"enabled", "host", b"host", "ip", b"ip", "name", b"name", "rate_table_id", b"rate_table_id", "registration", b"registration", "send_e164", b"send_e164", "tech_prefix", b"tech_prefix", "tenant_id", b"tenant_id", "transport", b"transport", "trunk_id", b"trunk_id", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "channel_limit", b"channel_limit", "codecs", b"codecs", "enabled", b"enabled", "host", b"host", "ip", b"ip", "name", b"name", "port", b"port", "rate_table_id", b"rate_table_id", "registration", b"registration", "send_e164", b"send_e164", "tech_prefix", b"tech_prefix", "tenant_id", b"tenant_id", "transport", b"transport", "trunk_id", b"trunk_id", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_auth: _TypeAlias = _typing.Literal["registration", "ip"]  # noqa: Y015
     _WhichOneofArgType_auth: _TypeAlias = _typing.Literal["auth", b"auth"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_auth) -> _WhichOneofReturnType_auth | None: ...
 
 Global___Trunk: _TypeAlias = Trunk  # noqa: Y015
+
+@_typing.final
+class Rate(_message.Message):
+    """One least-cost-routing rate: the price per minute of calls whose number starts with
+    `prefix`, during [from_hour, to_hour) in the tenant's time zone.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFIX_FIELD_NUMBER: _builtins.int
+    PER_MINUTE_FIELD_NUMBER: _builtins.int
+    FROM_HOUR_FIELD_NUMBER: _builtins.int
+    TO_HOUR_FIELD_NUMBER: _builtins.int
+    prefix: _builtins.str
+    """Digits of the E.164 number without "+"; "" matches everything."""
+    per_minute: _builtins.float
+    """Price per minute in the tenant's currency. Only compared between trunks, never summed
+    into bills, so a double is precise enough.
+    """
+    from_hour: _builtins.int
+    to_hour: _builtins.int
+    """24 = until midnight."""
+    def __init__(
+        self,
+        *,
+        prefix: _builtins.str = ...,
+        per_minute: _builtins.float = ...,
+        from_hour: _builtins.int = ...,
+        to_hour: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_hour", b"from_hour", "per_minute", b"per_minute", "prefix", b"prefix", "to_hour", b"to_hour"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rate: _TypeAlias = Rate  # noqa: Y015
 
 @_typing.final
 class Scenario(_message.Message):
@@ -702,17 +764,22 @@ class GetTenantRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TENANT_ID_FIELD_NUMBER: _builtins.int
+    SLUG_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
+    slug: _builtins.str
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
+        slug: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "slug", b"slug", "tenant_id", b"tenant_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "slug", b"slug", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_key: _TypeAlias = _typing.Literal["tenant_id", "slug"]  # noqa: Y015
+    _WhichOneofArgType_key: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_key) -> _WhichOneofReturnType_key | None: ...
 
 Global___GetTenantRequest: _TypeAlias = GetTenantRequest  # noqa: Y015
 
@@ -928,19 +995,24 @@ class GetTrunkRequest(_message.Message):
 
     TENANT_ID_FIELD_NUMBER: _builtins.int
     TRUNK_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     trunk_id: _builtins.str
+    name: _builtins.str
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
         trunk_id: _builtins.str = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "name", b"name", "trunk_id", b"trunk_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id", "trunk_id", b"trunk_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "name", b"name", "tenant_id", b"tenant_id", "trunk_id", b"trunk_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_key: _TypeAlias = _typing.Literal["trunk_id", "name"]  # noqa: Y015
+    _WhichOneofArgType_key: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_key) -> _WhichOneofReturnType_key | None: ...
 
 Global___GetTrunkRequest: _TypeAlias = GetTrunkRequest  # noqa: Y015
 
@@ -1011,6 +1083,29 @@ class ListTrunksReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTrunksReply: _TypeAlias = ListTrunksReply  # noqa: Y015
+
+@_typing.final
+class StreamRatesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    RATE_TABLE_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    rate_table_id: _builtins.str
+    """Trunk.rate_table_id."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        rate_table_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate_table_id", b"rate_table_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamRatesRequest: _TypeAlias = StreamRatesRequest  # noqa: Y015
 
 @_typing.final
 class GetScenarioRequest(_message.Message):

@@ -125,6 +125,11 @@ class ProvisioningStub:
                 request_serializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.ListTrunksRequest.SerializeToString,
                 response_deserializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.ListTrunksReply.FromString,
                 _registered_method=True)
+        self.StreamRates = channel.unary_stream(
+                '/callmesh.provisioning.v1.Provisioning/StreamRates',
+                request_serializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.StreamRatesRequest.SerializeToString,
+                response_deserializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.Rate.FromString,
+                _registered_method=True)
         self.GetScenario = channel.unary_unary(
                 '/callmesh.provisioning.v1.Provisioning/GetScenario',
                 request_serializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.GetScenarioRequest.SerializeToString,
@@ -245,6 +250,13 @@ class ProvisioningServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamRates(self, request, context):
+        """Every rate of a trunk's rate table, streamed (tables reach millions of prefixes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetScenario(self, request, context):
         """Scenarios are edited through the REST API (with routing's validation); here they are read.
         """
@@ -344,6 +356,11 @@ def add_ProvisioningServicer_to_server(servicer, server):
                     servicer.ListTrunks,
                     request_deserializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.ListTrunksRequest.FromString,
                     response_serializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.ListTrunksReply.SerializeToString,
+            ),
+            'StreamRates': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamRates,
+                    request_deserializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.StreamRatesRequest.FromString,
+                    response_serializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.Rate.SerializeToString,
             ),
             'GetScenario': grpc.unary_unary_rpc_method_handler(
                     servicer.GetScenario,
@@ -838,6 +855,33 @@ class Provisioning:
             '/callmesh.provisioning.v1.Provisioning/ListTrunks',
             callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.ListTrunksRequest.SerializeToString,
             callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.ListTrunksReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamRates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/callmesh.provisioning.v1.Provisioning/StreamRates',
+            callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.StreamRatesRequest.SerializeToString,
+            callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.Rate.FromString,
             options,
             channel_credentials,
             insecure,

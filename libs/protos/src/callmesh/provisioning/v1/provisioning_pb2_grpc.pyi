@@ -3,15 +3,20 @@
 isort:skip_file
 Provisioning: the configuration of record, served by the api (ARCHITECTURE §2, issue 6).
 
-Writes are idempotent upserts and deletes keyed by the resource's id: sending the same
-upsert twice leaves one resource and does not bump its version the second time. Every
+Writes are idempotent upserts and deletes: sending the same upsert twice leaves one resource
+and does not bump its version the second time. An upsert names its resource by id when it
+has one, otherwise by the resource's natural key (tenant slug; user extension within the
+tenant; number E.164; trunk name within the tenant), so a client that only knows names (the
+operator knows Kubernetes resource names) can still write idempotently. Every
 resource carries a `version` that grows on each real change; a write may name the version it
 expects (optimistic concurrency: a mismatch fails with ABORTED). Reads return the version so
 caches can compare it with `callmesh.config.v1` ConfigChanged events. A read of a missing
 resource fails with NOT_FOUND.
 
-Secrets: SIP passwords never travel here. Users carry digest HA1 values (RFC 7616) for MD5
-and SHA-256; a trunk's registration password is referenced by secret name only.
+Secrets: users' SIP passwords never travel here; users carry digest HA1 values (RFC 7616) for
+MD5 and SHA-256. A trunk that registers to a carrier needs its password to answer the
+carrier's challenges (the carrier's realm is not known in advance, so an HA1 cannot be
+prepared): it travels only in RegistrationAuth, or stays in Kubernetes as a secret reference.
 """
 
 from callmesh.provisioning.v1 import provisioning_pb2 as _provisioning_pb2
@@ -63,6 +68,8 @@ class ProvisioningStub:
     GetTrunkBySource: _grpc.UnaryUnaryMultiCallable[_provisioning_pb2.GetTrunkBySourceRequest, _provisioning_pb2.Trunk]
     """The trunk an INVITE from this source address belongs to (IP-authenticated trunks)."""
     ListTrunks: _grpc.UnaryUnaryMultiCallable[_provisioning_pb2.ListTrunksRequest, _provisioning_pb2.ListTrunksReply]
+    StreamRates: _grpc.UnaryStreamMultiCallable[_provisioning_pb2.StreamRatesRequest, _provisioning_pb2.Rate]
+    """Every rate of a trunk's rate table, streamed (tables reach millions of prefixes)."""
     GetScenario: _grpc.UnaryUnaryMultiCallable[_provisioning_pb2.GetScenarioRequest, _provisioning_pb2.Scenario]
     """Scenarios are edited through the REST API (with routing's validation); here they are read."""
 
@@ -90,6 +97,8 @@ class ProvisioningAsyncStub(ProvisioningStub):
     GetTrunkBySource: _aio.UnaryUnaryMultiCallable[_provisioning_pb2.GetTrunkBySourceRequest, _provisioning_pb2.Trunk]  # type: ignore[assignment]
     """The trunk an INVITE from this source address belongs to (IP-authenticated trunks)."""
     ListTrunks: _aio.UnaryUnaryMultiCallable[_provisioning_pb2.ListTrunksRequest, _provisioning_pb2.ListTrunksReply]  # type: ignore[assignment]
+    StreamRates: _aio.UnaryStreamMultiCallable[_provisioning_pb2.StreamRatesRequest, _provisioning_pb2.Rate]  # type: ignore[assignment]
+    """Every rate of a trunk's rate table, streamed (tables reach millions of prefixes)."""
     GetScenario: _aio.UnaryUnaryMultiCallable[_provisioning_pb2.GetScenarioRequest, _provisioning_pb2.Scenario]  # type: ignore[assignment]
     """Scenarios are edited through the REST API (with routing's validation); here they are read."""
 
@@ -222,6 +231,14 @@ class ProvisioningServicer(metaclass=_abc_1.ABCMeta):
         request: _provisioning_pb2.ListTrunksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_provisioning_pb2.ListTrunksReply, _abc.Awaitable[_provisioning_pb2.ListTrunksReply]]: ...
+
+    @_abc_1.abstractmethod
+    def StreamRates(
+        self,
+        request: _provisioning_pb2.StreamRatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_provisioning_pb2.Rate], _abc.AsyncIterator[_provisioning_pb2.Rate]]:
+        """Every rate of a trunk's rate table, streamed (tables reach millions of prefixes)."""
 
     @_abc_1.abstractmethod
     def GetScenario(

@@ -296,6 +296,10 @@ class CallContext(_message.Message):
     tenant_id: _builtins.str
     """Tenant the call belongs to."""
     direction: _common_pb2.CallDirection.ValueType
+    """As far as the edge can tell: INBOUND for calls from trunks and foreign URIs; for calls
+    from tenant users, INTERNAL when the dialled number is an extension of the tenant and
+    OUTBOUND otherwise.
+    """
     caller_number: _builtins.str
     """Caller's number: E.164 for outside callers, the extension for internal ones."""
     caller_name: _builtins.str
