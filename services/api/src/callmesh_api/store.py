@@ -42,6 +42,9 @@ class Table:
     filters: tuple[str, ...] = ()
     prefix_filters: tuple[str, ...] = ()
     unique_names: Mapping[str, str] | None = None  # constraint name -> field named in errors
+    # Changes other services cache go to callmesh.config.v1 (through the outbox).
+    publishes: bool = True
+    contract_key: str | None = None  # column whose value the contract uses as the id
 
 
 TENANTS = Table(
@@ -66,6 +69,7 @@ DEPARTMENTS = Table(
     "departments",
     "department",
     ("name", "extension"),
+    publishes=False,
     filters=("name",),
     unique_names={"departments_tenant_id_name_key": "name"},
 )
@@ -120,6 +124,7 @@ NUMBERS = Table(
     "numbers",
     "number",
     ("e164", "description", "scenario_id", "trunk_id", "enabled"),
+    contract_key="e164",
     filters=("trunk_id", "scenario_id"),
     prefix_filters=("e164",),
     unique_names={"numbers_e164_key": "e164"},
@@ -423,18 +428,17 @@ class ConfigStore:
             _jsonable(after),
             request_id,
         )
-        if tenant_id is not None:
-            slug = (after or before or {}).get("slug") if table is TENANTS else None
-            if slug is None:
-                slug = await conn.fetchval("SELECT slug FROM tenants WHERE id = $1", tenant_id)
+        if tenant_id is not None and table.publishes:
+            current = after or before or {}
+            key = str(current[table.contract_key]) if table.contract_key else str(row_id)
             await conn.execute(
-                "INSERT INTO config_outbox (tenant_id, tenant_slug, actor, kind, resource_id,"
+                "INSERT INTO config_outbox (tenant_id, actor, kind, resource_id, resource_key,"
                 " version, deleted) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 tenant_id,
-                slug,
                 actor,
                 table.resource,
                 row_id,
+                key,
                 version if version is not None else (after or {}).get("version", 0),
                 action == "delete",
             )

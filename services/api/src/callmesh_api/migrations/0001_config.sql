@@ -82,7 +82,8 @@ CREATE TABLE trunks (
     -- Kubernetes Secret (or, locally, in this column) and never returned by the API.
     secret          text,
     codecs          text[] NOT NULL DEFAULT '{PCMU,PCMA}',
-    channel_limit   integer NOT NULL DEFAULT 30 CHECK (channel_limit > 0),
+    -- 0 = no limit (what the carrier contract says when it sets none).
+    channel_limit   integer NOT NULL DEFAULT 30 CHECK (channel_limit >= 0),
     rate_table      jsonb NOT NULL DEFAULT '[]',
     -- Reference to the Secret that holds the registration password (operator-managed trunks).
     password_secret text,
@@ -144,11 +145,11 @@ CREATE INDEX audit_log_tenant_at ON audit_log (tenant_id, at DESC);
 CREATE TABLE config_outbox (
     id           bigserial PRIMARY KEY,
     tenant_id    uuid NOT NULL,
-    -- Kept here because a deleted tenant has no row left to look its slug up in.
-    tenant_slug  text NOT NULL,
     actor        text NOT NULL,
     kind         text NOT NULL,
     resource_id  uuid NOT NULL,
+    -- The id the contract uses: E.164 for numbers, the UUID otherwise.
+    resource_key text NOT NULL,
     version      bigint NOT NULL,
     deleted      boolean NOT NULL DEFAULT false,
     at           timestamptz NOT NULL DEFAULT now()
