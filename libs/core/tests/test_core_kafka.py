@@ -264,3 +264,51 @@ async def test_poison_goes_to_dlq_and_partition_keeps_flowing(
 
     # Everything, poison included, is committed: the partition is not stuck.
     assert await _committed(kafka_bootstrap, group, topic) == 6
+
+
+async def test_failed_dlq_write_rewinds_instead_of_skipping(
+    kafka_bootstrap: str,
+    topic: str,
+    producer: EventProducer,
+    spans: tuple[Telemetry, InMemorySpanExporter],
+) -> None:
+    telemetry = spans[0]
+    # A DLQ producer that is not connected yet: writing the dead letter fails at first.
+    late_dlq = EventProducer(bootstrap_servers=kafka_bootstrap, tracer=telemetry.tracer("dlq"))
+    handled: list[str] = []
+    poison_seen = 0
+
+    async def handler(event: ConsumedEvent[StringValue]) -> None:
+        nonlocal poison_seen
+        if event.message.value == "poison":
+            poison_seen += 1
+            raise PoisonMessage("unusable")
+        handled.append(event.message.value)
+
+    await producer.send(topic, StringValue(value="before"), key="k")
+    await producer.send(topic, StringValue(value="poison"), key="k")
+    await producer.send(topic, StringValue(value="after"), key="k")
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    consumer = EventConsumer(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=group,
+        topics=[topic],
+        message_type=StringValue,
+        handler=handler,
+        dlq_producer=late_dlq,
+        tracer=telemetry.tracer("c"),
+        log=LOG,
+        dlq_send_timeout_seconds=0.3,
+    )
+    await consumer.start()
+    try:
+        await _eventually(lambda: poison_seen >= 2)  # rewound and delivered again
+        assert handled == ["before"]  # nothing after the poison was skipped past it
+        await late_dlq.start()
+        await _eventually(lambda: handled == ["before", "after"])
+    finally:
+        await consumer.stop()
+        await late_dlq.stop()
+    dead = await _read_all(kafka_bootstrap, dlq_topic(topic))
+    assert dead and {dict(r.headers)[DLQ_OFFSET_HEADER] for r in dead} == {b"1"}
+    assert await _committed(kafka_bootstrap, group, topic) == 3

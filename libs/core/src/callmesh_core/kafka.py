@@ -17,6 +17,7 @@ Delivery contract (ARCHITECTURE §3):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
@@ -179,6 +180,7 @@ class EventConsumer(Generic[MessageT]):
         max_attempts: int = 3,
         retry_backoff_seconds: float = 0.1,
         max_records_per_batch: int = 100,
+        dlq_send_timeout_seconds: float = 10.0,
         client_id: str = "callmesh",
     ) -> None:
         if max_attempts < 1:
@@ -193,6 +195,7 @@ class EventConsumer(Generic[MessageT]):
         self.max_attempts = max_attempts
         self.retry_backoff_seconds = retry_backoff_seconds
         self.max_records_per_batch = max_records_per_batch
+        self.dlq_send_timeout_seconds = dlq_send_timeout_seconds
         self._consumer = AIOKafkaConsumer(
             *self.topics,
             bootstrap_servers=bootstrap_servers,
@@ -229,26 +232,41 @@ class EventConsumer(Generic[MessageT]):
                 for partition, records in batches.items():
                     await self._process_partition(partition, records)
             except KafkaError as exc:
-                # Broker hiccups (leader moves, coordinator changes) are retried by looping;
-                # anything uncommitted is redelivered, which handlers tolerate.
+                # Broker hiccups (leader moves, coordinator changes, a DLQ send that failed) are
+                # retried by looping; the failed record was rewound and comes again.
                 self.log.warning("kafka_consume_error", group=self.group_id, error=repr(exc))
+                await asyncio.sleep(1.0)
+            except Exception:
+                self.log.exception("kafka_consume_failed", group=self.group_id)
                 await asyncio.sleep(1.0)
 
     async def _process_partition(
         self, partition: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]
     ) -> None:
         done_offset: int | None = None
-        for record in records:
-            await self._process_record(record)
-            done_offset = record.offset + 1
-            if self._stopping.is_set():
-                break
-        if done_offset is None:
-            return
         try:
-            await self._consumer.commit({partition: done_offset})
-        except CommitFailedError as exc:
-            # The partition moved to another member during the batch; it will redeliver.
+            for record in records:
+                await self._process_record(record)
+                done_offset = record.offset + 1
+                if self._stopping.is_set():
+                    break
+        except BaseException:
+            # The fetch position is already past the whole batch: rewind to the record that
+            # failed, or it would be skipped until the next rebalance.
+            rewind_to = done_offset if done_offset is not None else records[0].offset
+            with contextlib.suppress(IllegalStateError):  # no longer ours: it redelivers anyway
+                self._consumer.seek(partition, rewind_to)
+            raise
+        finally:
+            if done_offset is not None:
+                await self._commit(partition, done_offset)
+
+    async def _commit(self, partition: TopicPartition, offset: int) -> None:
+        try:
+            await self._consumer.commit({partition: offset})
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partition moved to another member meanwhile; it will redeliver from the
+            # last commit, which idempotent handlers tolerate.
             self.log.warning(
                 "kafka_commit_failed", group=self.group_id, partition=str(partition), error=str(exc)
             )
@@ -349,8 +367,11 @@ class EventConsumer(Generic[MessageT]):
         # The sender's own headers (trace, event id) are kept so the DLQ record can be traced
         # back and replayed as the same event.
         kept = [(k, v) for k, v in headers if not k.startswith("callmesh-dlq-")]
-        await self.dlq_producer.send_raw(
-            target, record.value, key=record.key, headers=[*kept, *why]
+        # Bounded: if the DLQ cannot be written the record is rewound and tried again later
+        # (never committed unrecorded), instead of the partition hanging on one send.
+        await asyncio.wait_for(
+            self.dlq_producer.send_raw(target, record.value, key=record.key, headers=[*kept, *why]),
+            self.dlq_send_timeout_seconds,
         )
         self.log.error(
             "kafka_message_dead_lettered",
