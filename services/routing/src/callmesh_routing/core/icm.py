@@ -10,7 +10,6 @@ within one source the most recent conversation wins.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,7 +37,7 @@ class IcmSource(Protocol):
 
 
 class CallHistory:
-    """Routing's own contact history: the last few employees per caller, newest last.
+    """Routing's own contact history: the last few employees per caller, oldest first.
 
     Fed by the Kafka consumer with answered calls; bounded per caller because only the
     most recent conversations matter. Recording the same (caller, employee, moment) twice is
@@ -48,22 +47,23 @@ class CallHistory:
     def __init__(self, per_caller: int = 8, name: str = "history") -> None:
         self._per_caller = per_caller
         self._name = name
-        self._by_caller: dict[str, deque[tuple[datetime, str]]] = {}
+        self._by_caller: dict[str, list[tuple[datetime, str]]] = {}
 
     @property
     def name(self) -> str:
         return self._name
 
     def record(self, caller: str, employee: str, talked_at: datetime) -> None:
-        entries = self._by_caller.setdefault(caller, deque(maxlen=self._per_caller))
+        entries = self._by_caller.setdefault(caller, [])
         if (talked_at, employee) in entries:
             return
         entries.append((talked_at, employee))
         if len(entries) > 1 and entries[-2][0] > talked_at:
-            # Events may arrive out of order across partitions; keep the deque sorted.
-            ordered = sorted(entries)
-            entries.clear()
-            entries.extend(ordered)
+            # Events may arrive out of order across partitions; keep the list sorted.
+            entries.sort()
+        if len(entries) > self._per_caller:
+            # Keep the most recent conversations, whatever order they arrived in.
+            del entries[: len(entries) - self._per_caller]
 
     def candidates(self, caller: str, since: datetime) -> Sequence[IcmCandidate]:
         entries = self._by_caller.get(caller, ())

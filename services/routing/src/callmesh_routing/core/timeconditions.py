@@ -105,8 +105,9 @@ class HolidayCalendar:
             self._calendar = holidays_lib.country_holidays(
                 self.country, subdiv=self.subdivision, observed=True
             )
-        except NotImplementedError:
-            raise ValueError(f"no holiday calendar for country {self.country!r}") from None
+        except NotImplementedError as exc:
+            # The package says which part is unknown (the country or its subdivision).
+            raise ValueError(f"holiday calendar: {exc}") from None
 
     def holiday_name(self, day: date) -> str | None:
         if day in self.company_days:
