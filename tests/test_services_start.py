@@ -166,6 +166,7 @@ def test_service_serves_health_and_stops_cleanly_on_sigterm(
     events = [re.search(r" event=(\S+)", line).group(1) for line in outcome.stderr_lines]  # type: ignore[union-attr]
     assert events == ["ready", "draining", "stopped"], log
     assert f"service={name} " in outcome.stderr_lines[0]
+    assert " event_loop=uvloop " in outcome.stderr_lines[0]
 
 
 async def _run_with(package: str, **variables: str) -> tuple[int, str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -36,10 +35,3 @@ async def schema(postgres_dsn: str) -> AsyncIterator[str]:
         await connection.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
     finally:
         await connection.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -24,13 +25,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 
-from .conftest import free_port
-
 
 class DemoSettings(ServiceSettings):
     service_name: ClassVar[str] = "demo"
     grpc_port: Port = Field(default=50099)
     http_port: Port = Field(default=9199)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 async def _get(port: int, path: str) -> tuple[int, str, dict[str, Any] | None]:

@@ -209,6 +209,7 @@ class Service(Generic[SettingsT]):
             "ready",
             grpc_port=grpc_port,
             http_port=http_port,
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
             startup_ms=round((time.monotonic() - began) * 1000),
         )
 
