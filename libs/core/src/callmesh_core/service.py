@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -30,6 +31,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import uvloop
 from grpc.aio import Channel
+from opentelemetry import metrics, trace
 from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
@@ -297,6 +299,9 @@ def run_service(
 ) -> None:
     """The body of every service's `app.main()`; exits the process when the service stops."""
     settings = load_settings_or_exit(settings_type, environ)
+    # gRPC's C core writes its own unstructured lines to stderr (e.g. "Got goaway" at INFO);
+    # keep it to errors unless the operator asked otherwise. Read when gRPC first starts.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     log = configure_logging(
         service=settings.service_name,
         replica=settings.replica_id,
@@ -304,8 +309,19 @@ def run_service(
         style=settings.log_format,
     )
 
+    telemetry = Telemetry(
+        service_name=settings.service_name,
+        replica_id=settings.replica_id,
+        otlp_endpoint=settings.otlp_endpoint,
+    )
+    # The process entry point is the one place allowed to install OpenTelemetry's global
+    # providers, so instrumentation that looks them up (rather than being handed a tracer)
+    # reports into this service's pipeline too.
+    trace.set_tracer_provider(telemetry.tracer_provider)
+    metrics.set_meter_provider(telemetry.meter_provider)
+
     async def main() -> int:
-        return await serve(Service(settings, build, log=log))
+        return await serve(Service(settings, build, log=log, telemetry=telemetry))
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         code = runner.run(main())

@@ -41,6 +41,9 @@ UNTRACED_METHOD_PREFIXES = (
 )
 
 
+EXPORT_TIMEOUT_SECONDS = 3.0
+
+
 class Telemetry:
     """A service's tracer and meter providers; exporters only when an endpoint is configured."""
 
@@ -64,12 +67,19 @@ class Telemetry:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
             insecure = otlp_endpoint.startswith("http://")
+            # A short export timeout: an unreachable collector must not hold up shutdown long.
             self.tracer_provider.add_span_processor(
-                BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=insecure))
+                BatchSpanProcessor(
+                    OTLPSpanExporter(
+                        endpoint=otlp_endpoint, insecure=insecure, timeout=EXPORT_TIMEOUT_SECONDS
+                    )
+                )
             )
             readers.append(
                 PeriodicExportingMetricReader(
-                    OTLPMetricExporter(endpoint=otlp_endpoint, insecure=insecure)
+                    OTLPMetricExporter(
+                        endpoint=otlp_endpoint, insecure=insecure, timeout=EXPORT_TIMEOUT_SECONDS
+                    )
                 )
             )
         for processor in span_processors:
