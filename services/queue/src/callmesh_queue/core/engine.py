@@ -803,8 +803,14 @@ class QueueEngine:
                     )
                 )
                 entry.last_announced_at = now
+                # Whatever made us speak, the next periodic announcement of the same part
+                # counts from now, so a move-up is not followed by a repeat seconds later.
                 if say_position:
                     entry.last_position = position
+                    if cfg.position_announce_interval is not None:
+                        entry.next_position_at = now + cfg.position_announce_interval
+                if wait is not None and cfg.wait_announce_interval is not None:
+                    entry.next_wait_at = now + cfg.wait_announce_interval
         self._reschedule_announce(entry)
 
     # -- offers
