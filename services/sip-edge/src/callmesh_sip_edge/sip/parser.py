@@ -291,6 +291,10 @@ class StreamFrames:
     messages: list[bytes] = field(default_factory=list)
     # Each RFC 5626 double-CRLF ping; the adapter answers each with one CRLF.
     keepalive_pings: int = 0
+    # Set when the stream cannot be framed any further: the adapter handles
+    # ``messages`` first, then answers the error (build_error_response on
+    # ``error.head``) and closes the connection.
+    error: SipFramingError | None = None
 
 
 _CONTENT_LENGTH_RE = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
@@ -299,25 +303,36 @@ _CONTENT_LENGTH_RE = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]
 class StreamFramer:
     """Split a byte stream into whole messages using Content-Length (RFC 3261 18.3).
 
-    Errors are fatal for the connection: after :class:`SipFramingError` the
-    framer refuses further input.
+    Errors are fatal for the connection: :meth:`feed` reports the first one
+    in :attr:`StreamFrames.error` (with every message framed before it) and
+    every later call reports it again.
     """
 
     def __init__(self, limits: ParserLimits = DEFAULT_LIMITS) -> None:
         self._limits = limits
         self._buffer = bytearray()
-        self._failed = False
+        self._error: SipFramingError | None = None
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> StreamFrames:
-        if self._failed:
-            raise SipFramingError("Bad Request - Stream already failed")
+        frames = StreamFrames()
+        if self._error is not None:
+            frames.error = self._error
+            return frames
         buffer = self._buffer
         buffer += data
-        frames = StreamFrames()
+        try:
+            self._split(buffer, frames)
+        except SipFramingError as error:
+            self._error = error
+            frames.error = error
+            buffer.clear()
+        return frames
+
+    def _split(self, buffer: bytearray, frames: StreamFrames) -> None:
         limits = self._limits
         while buffer:
             if buffer.startswith(b"\r\n"):
@@ -326,36 +341,30 @@ class StreamFramer:
                     del buffer[:4]
                     continue
                 if len(buffer) < 4 and b"\r\n\r\n".startswith(bytes(buffer)):
-                    break  # maybe the first half of a ping
+                    return  # maybe the first half of a ping
                 del buffer[:2]
                 continue
             end = buffer.find(b"\r\n\r\n")
             if end == -1:
                 if len(buffer) > limits.max_message_size:
-                    self._failed = True
                     raise SipFramingError("Message Too Large", bytes(buffer[:4096]), 513)
-                break
+                return
             head = bytes(buffer[:end])
             matches = _CONTENT_LENGTH_RE.findall(b"\r\n" + head)
             if not matches:
-                self._failed = True
                 raise SipFramingError("Bad Request - Missing Content-Length", head)
             if len(matches) > 1:
-                self._failed = True
                 raise SipFramingError("Bad Request - Multiple Content-Length headers", head)
             text = matches[0].strip(b" \t")
             if not text.isdigit() or len(text) > 10:
-                self._failed = True
                 raise SipFramingError("Bad Request - Invalid Content-Length", head)
             total = end + 4 + int(text)
             if total > limits.max_message_size:
-                self._failed = True
                 raise SipFramingError("Message Too Large", head, 513)
             if len(buffer) < total:
-                break
+                return
             frames.messages.append(bytes(buffer[:total]))
             del buffer[:total]
-        return frames
 
 
 # ---------------------------------------------------------------------------
