@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from callmesh_routing.core.followme import FollowMe, FollowMeEntry, plan_follow_me
 from callmesh_routing.core.ringgroups import MemberState, RingLeg
 

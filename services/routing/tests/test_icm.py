@@ -3,7 +3,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from callmesh_routing.core.icm import (
     Availability,
     CallHistory,

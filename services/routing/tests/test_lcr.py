@@ -4,7 +4,6 @@ from datetime import UTC, datetime, time
 from decimal import Decimal
 
 import pytest
-
 from callmesh_routing.core.lcr import LeastCostRouter, RateIndex, Tariff, TimeBand, Trunk
 from callmesh_routing.core.numbers import NumberClass, NumberingPlan
 from callmesh_routing.core.timeconditions import WORKDAYS

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from callmesh_routing.core.masks import Mask, MaskError, MaskKind, MaskMatcher
 
 

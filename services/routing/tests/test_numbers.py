@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from callmesh_routing.core.numbers import NumberClass, NumberingPlan
 
 SPB = NumberingPlan("RU", local_prefixes=("7812",), max_internal_digits=4)

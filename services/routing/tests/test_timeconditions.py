@@ -3,7 +3,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 
 import pytest
-
 from callmesh_routing.core.timeconditions import (
     WORKDAYS,
     DecisionSource,

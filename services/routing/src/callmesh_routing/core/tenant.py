@@ -35,9 +35,13 @@ class TenantConfig:
     _matchers: dict[tuple[str, str], MaskMatcher[str]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        problems = self.problems()
-        if problems:
-            raise LoadError(problems)
+        # Only what makes the configuration unusable stops it here. Dangling references
+        # (a ring group deleted after the scenario was saved) must not: routing keeps taking
+        # calls and sends those steps to the default route. `problems()` lists everything,
+        # and the api refuses to save a configuration that has any.
+        fatal = [p for p in self.problems() if _is_fatal(p)]
+        if fatal:
+            raise LoadError(fatal)
         self._scenarios = {s.id: s for s in self.scenarios}
         self._inbound = {
             self.numbering.to_e164(did) or did: target for did, target in self.inbound.items()
@@ -80,9 +84,13 @@ class TenantConfig:
         return self._matchers.get((scenario_id, step_id))
 
     @classmethod
-    def from_dict(cls, data: object, lcr: LeastCostRouter | None = None) -> TenantConfig:
+    def from_dict(
+        cls, data: object, lcr: LeastCostRouter | None = None, strict: bool = True
+    ) -> TenantConfig:
         """Load and compile; raise `LoadError` with every problem found.
 
+        `strict` (the api's save path) rejects any problem; routing loads with
+        strict=False so a stale reference degrades one step, not the whole tenant.
         LCR rate tables are large and arrive separately (bulk import), hence `lcr`.
         """
         problems: list[Problem] = []
@@ -134,7 +142,7 @@ class TenantConfig:
             raise LoadError(problems)
         assert isinstance(tenant_id, str) and isinstance(default_scenario, str)
         assert numbering is not None and directory is not None
-        return cls(
+        tenant = cls(
             tenant_id,
             tuple(scenarios),
             default_scenario,
@@ -144,3 +152,16 @@ class TenantConfig:
             lcr=lcr,
             **options,  # type: ignore[arg-type]
         )
+        if strict:
+            problems = tenant.problems()
+            if problems:
+                raise LoadError(problems)
+        return tenant
+
+
+def _is_fatal(problem: Problem) -> bool:
+    # No default route, ambiguous scenario ids or masks that do not compile leave nothing
+    # sensible to run; everything else degrades to the default route at run time.
+    if problem.path == "default_scenario" or problem.message == "duplicate scenario id":
+        return True
+    return ".routes." in problem.path and problem.path.endswith(".mask")
