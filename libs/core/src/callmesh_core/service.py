@@ -26,9 +26,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import asyncpg
 import uvloop
 from grpc.aio import Channel
 from opentelemetry import metrics, trace
@@ -36,12 +35,17 @@ from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from callmesh_core.config import ServiceSettings, load_settings_or_exit
-from callmesh_core.db import create_pool, migrate
 from callmesh_core.grpc_server import GrpcServer, create_channel
 from callmesh_core.http import HealthHttpServer, Readiness, ReadinessCheck
-from callmesh_core.kafka import EventConsumer, EventProducer, Handler, MessageT
 from callmesh_core.logging import EventLogger, configure_logging
 from callmesh_core.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    # Imported lazily at run time: aiokafka and asyncpg cost ~0.15 s of start-up, and a
+    # service that uses neither should not pay it.
+    import asyncpg
+
+    from callmesh_core.kafka import EventConsumer, EventProducer, Handler, MessageT
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 Hook = Callable[[], Awaitable[None]]
@@ -83,6 +87,8 @@ class ServiceContext(Generic[SettingsT]):
 
         `migrations` is the service package name (its `migrations/` directory) or a path.
         """
+        from callmesh_core.db import create_pool, migrate
+
         if migrations is not None:
             applied = await migrate(self.settings.postgres_dsn, schema, migrations)
             self.log.info("migrations_applied", schema=schema, versions=applied or "none")
@@ -102,6 +108,8 @@ class ServiceContext(Generic[SettingsT]):
 
     async def kafka_producer(self) -> EventProducer:
         """A started idempotent producer, flushed and closed on shutdown."""
+        from callmesh_core.kafka import EventProducer
+
         producer = EventProducer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             tracer=self.tracer,
@@ -121,6 +129,8 @@ class ServiceContext(Generic[SettingsT]):
         dlq_producer: EventProducer,
     ) -> EventConsumer[MessageT]:
         """A started consumer loop; stopped (after finishing its record) on shutdown."""
+        from callmesh_core.kafka import EventConsumer
+
         consumer = EventConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             group_id=group_id,
