@@ -6,11 +6,12 @@ it can run beside anything else, against the same local PostgreSQL and Kafka the
 
 from __future__ import annotations
 
-import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,25 +22,37 @@ from callmesh_devstack.stack import Stack
 PORT_OFFSET = 1000  # gRPC 51051-51058, HTTP 10101-10108
 
 
-def _read_until(process: subprocess.Popen[str], pattern: str, timeout: float) -> list[str]:
-    assert process.stdout is not None
-    os.set_blocking(process.stdout.fileno(), False)
-    lines: list[str] = []
-    buffer = ""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        chunk = process.stdout.read()
-        if chunk:
-            buffer += chunk
-            *complete, buffer = buffer.split("\n")
-            lines.extend(complete)
-            if any(re.search(pattern, line) for line in complete):
-                return lines
-        elif process.poll() is not None:
-            break
-        else:
-            time.sleep(0.1)
-    raise AssertionError(f"no line matching {pattern!r} within {timeout}s:\n" + "\n".join(lines))
+class LineReader:
+    """Collects a subprocess's output lines on a thread, so the test can wait with a timeout."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        assert process.stdout is not None
+        stream = process.stdout
+
+        def pump() -> None:
+            for line in stream:
+                self.lines.put(line.rstrip("\n"))
+            self.lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def until(self, pattern: str, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+            if re.search(pattern, line):
+                return self.seen
+        raise AssertionError(
+            f"no line matching {pattern!r} in {timeout}s:\n" + "\n".join(self.seen)
+        )
 
 
 def test_make_run_reaches_all_ready_and_ctrl_c_leaves_nothing(devstack: Stack) -> None:
@@ -52,7 +65,8 @@ def test_make_run_reaches_all_ready_and_ctrl_c_leaves_nothing(devstack: Stack) -
         cwd=Path(__file__).resolve().parents[1],
     )
     try:
-        lines = _read_until(process, r"all ready in", timeout=60)
+        reader = LineReader(process)
+        lines = reader.until(r"all ready in", timeout=60)
         assert time.monotonic() - started < 60
         table = [line for line in lines if "127.0.0.1:" in line and "|" in line]
         pids = {}
@@ -65,9 +79,8 @@ def test_make_run_reaches_all_ready_and_ctrl_c_leaves_nothing(devstack: Stack) -
         assert all(pid_alive(pid) for pid in pids.values())
 
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        assert process.wait(timeout=40) == 0
-        rest = process.stdout.read() if process.stdout else ""
-        assert "nothing left running" in rest
+        reader.until(r"nothing left running", timeout=40)
+        assert process.wait(timeout=10) == 0
         assert not [name for name, pid in pids.items() if pid_alive(pid)]
         # It reused the suite's PostgreSQL and Kafka, so it must have left them running.
         assert devstack.postgres.is_running() and devstack.kafka.is_running()

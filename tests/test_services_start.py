@@ -21,6 +21,7 @@ import aiohttp
 import grpc
 import pytest
 from callmesh_core.config import ServiceSettings, load_settings
+from callmesh_devstack.stack import Stack
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 # (service, package) in ARCHITECTURE §6 port order: gRPC 50051+i, HTTP 9101+i.
@@ -107,7 +108,7 @@ async def _health(port: int) -> int | None:
         return None
 
 
-async def _start_and_stop(package: str) -> StartOutcome:
+async def _start_and_stop(package: str, stack_env: dict[str, str]) -> StartOutcome:
     grpc_port, http_port = _free_port(), _free_port()
     outcome = StartOutcome()
     began = time.monotonic()
@@ -115,7 +116,13 @@ async def _start_and_stop(package: str) -> StartOutcome:
         sys.executable,
         "-m",
         package,
-        env=_environment(CALLMESH_GRPC_PORT=str(grpc_port), CALLMESH_HTTP_PORT=str(http_port)),
+        env=_environment(
+            CALLMESH_GRPC_PORT=str(grpc_port),
+            CALLMESH_HTTP_PORT=str(http_port),
+            # The api also serves its REST API on a port of its own.
+            CALLMESH_API_HTTP_PORT=str(_free_port()),
+            **stack_env,
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -146,8 +153,11 @@ async def _start_and_stop(package: str) -> StartOutcome:
 
 
 @pytest.fixture(scope="module")
-async def start_outcomes() -> dict[str, StartOutcome]:
-    outcomes = await asyncio.gather(*(_start_and_stop(package) for _, package in SERVICES))
+async def start_outcomes(devstack: Stack) -> dict[str, StartOutcome]:
+    # Services that keep state (the api) need the real PostgreSQL and Kafka to become ready.
+    outcomes = await asyncio.gather(
+        *(_start_and_stop(package, devstack.env()) for _, package in SERVICES)
+    )
     return dict(zip(NAMES, outcomes, strict=True))
 
 
@@ -164,9 +174,12 @@ def test_service_serves_health_and_stops_cleanly_on_sigterm(
     # Logs are structured, one line per event, and tell the story in order.
     assert all(KV_LINE.match(line) for line in outcome.stderr_lines), log
     events = [re.search(r" event=(\S+)", line).group(1) for line in outcome.stderr_lines]  # type: ignore[union-attr]
-    assert events == ["ready", "draining", "stopped"], log
-    assert f"service={name} " in outcome.stderr_lines[0]
-    assert " event_loop=uvloop " in outcome.stderr_lines[0]
+    # A service may log its own start-up steps (migrations, listeners) before it is ready.
+    assert events[-3:] == ["ready", "draining", "stopped"], log
+    assert events.count("ready") == 1, log
+    ready_line = outcome.stderr_lines[events.index("ready")]
+    assert f"service={name} " in ready_line
+    assert " event_loop=uvloop " in ready_line
 
 
 async def _run_with(package: str, **variables: str) -> tuple[int, str, str]:

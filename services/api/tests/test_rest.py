@@ -356,3 +356,21 @@ async def test_openapi_document_and_docs_page(api: Api) -> None:
                 assert name in doc["components"]["schemas"], name
     page = await api.http.get("/api/v1/docs")
     assert page.status == 200 and "openapi.json" in await page.text()
+
+
+async def test_rotating_a_sip_password_replaces_the_digest_secrets(
+    api: Api, api_pool: asyncpg.Pool
+) -> None:
+    tenant_id, token = await api.tenant(unique("rotate"))
+    _, user, _ = await api.call(
+        "POST", f"/tenants/{tenant_id}/users", token, {"name": "Ivan", "extension": "140"}
+    )
+    old = user["sip_credentials"]["password"]
+    status, creds, _ = await api.call(
+        "POST", f"/tenants/{tenant_id}/users/{user['id']}/sip-password", token
+    )
+    assert status == 201 and creds["password"] != old and creds["username"] == "140"
+    row = await api_pool.fetchrow("SELECT * FROM users WHERE id = $1", uuid.UUID(user["id"]))
+    material = f"140:{creds['realm']}:{creds['password']}".encode()
+    assert row["sip_ha1_sha256"] == hashlib.sha256(material).hexdigest()
+    assert row["version"] == 2

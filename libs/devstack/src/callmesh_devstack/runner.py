@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from .demo import DemoError, provision_demo
 from .procs import DevstackError, pid_alive, terminate
 from .stack import Stack
 
@@ -40,6 +42,8 @@ SERVICES = [
     )
 ]
 _WIDTH = max(len(s.name) for s in SERVICES)
+API_REST_PORT = 8080
+SIP_PORT = 5060
 
 
 @dataclass
@@ -102,6 +106,9 @@ async def _run(stack: Stack, port_offset: int, ready_timeout: float) -> int:
     services: list[RunningService] = []
     pumps: list[asyncio.Task[None]] = []
     exit_code = 0
+    # A platform-admin token for this run only: the supervisor provisions the demo with it.
+    admin_token = "cm_run_" + secrets.token_urlsafe(24)
+    rest_port = API_REST_PORT + port_offset
     try:
         for spec in SERVICES:
             env = {
@@ -109,6 +116,8 @@ async def _run(stack: Stack, port_offset: int, ready_timeout: float) -> int:
                 **stack.env(),
                 "CALLMESH_GRPC_PORT": str(spec.grpc_port + port_offset),
                 "CALLMESH_HTTP_PORT": str(spec.http_port + port_offset),
+                "CALLMESH_API_HTTP_PORT": str(rest_port),
+                "CALLMESH_API_BOOTSTRAP_TOKEN": admin_token,
                 "PYTHONUNBUFFERED": "1",
             }
             spec = ServiceSpec(
@@ -136,7 +145,20 @@ async def _run(stack: Stack, port_offset: int, ready_timeout: float) -> int:
             failed = [s.spec.name for s, ok in zip(services, ready, strict=True) if not ok]
             _say(f"not ready within {ready_timeout:.0f}s: {', '.join(failed)}; stopping")
             return 1
-        _print_table(services, stack)
+        _print_table(services, stack, rest_port)
+        try:
+            demo = await provision_demo(f"http://127.0.0.1:{rest_port}", admin_token)
+        except (DemoError, aiohttp.ClientError, TimeoutError) as exc:
+            _say(f"demo tenant not provisioned: {exc}; stopping")
+            return 1
+        _say(f"demo tenant: SIP domain {demo.sip_domain}, DID {demo.did}")
+        for extension, password in demo.passwords.items():
+            _say(f"  extension {extension}  password {password}")
+        _say(
+            f"register a softphone: user 101, domain {demo.sip_domain}, proxy "
+            f"127.0.0.1:{SIP_PORT + port_offset} (sip-edge answers calls once issue 3 lands)"
+        )
+        _say(f"REST API: http://127.0.0.1:{rest_port}/api/v1/docs  token {admin_token}")
         _say(f"all ready in {time.monotonic() - started:.1f}s — press Ctrl-C to stop")
 
         exits = [asyncio.create_task(s.process.wait()) for s in services]
@@ -173,7 +195,7 @@ async def _run(stack: Stack, port_offset: int, ready_timeout: float) -> int:
         _say("stopped; nothing left running")
 
 
-def _print_table(services: list[RunningService], stack: Stack) -> None:
+def _print_table(services: list[RunningService], stack: Stack, rest_port: int) -> None:
     rows = [("service", "pid", "grpc", "http", "ready")]
     rows += [
         (
@@ -185,6 +207,7 @@ def _print_table(services: list[RunningService], stack: Stack) -> None:
         )
         for s in services
     ]
+    rows.append(("api-rest", "-", "-", f"127.0.0.1:{rest_port}", "-"))
     rows.append(("postgres", "-", stack.postgres.dsn, "-", "-"))
     rows.append(("kafka", "-", stack.kafka.bootstrap, "-", "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from callmesh_core.config import NonBlank, Port, ServiceSettings
+from callmesh_core.config import SECRET, NonBlank, Port, ServiceSettings
 from pydantic import Field
 
 
@@ -20,3 +20,8 @@ class ApiSettings(ServiceSettings):
         default="127.0.0.1", description="REST API and web cabinet listen address"
     )
     api_http_port: Port = Field(default=8080, description="REST API and web cabinet port")
+    api_bootstrap_token: Annotated[str, Field(min_length=24)] | None = Field(
+        default=None,
+        description="a platform-admin API token ensured at start-up (first install, make run)",
+        json_schema_extra=SECRET,
+    )

@@ -388,6 +388,35 @@ class ConfigService:
             request_id=request_id,
         )
 
+    async def rotate_sip_password(
+        self,
+        principal: Principal,
+        tenant_id: uuid.UUID,
+        user_id: uuid.UUID,
+        request_id: str | None,
+    ) -> models.SipCredentials:
+        """A new SIP password for a user (shown once); the old one stops working at once."""
+        tenant = await self._require_configure(principal, tenant_id, "users")
+        user = await self.store.get(USERS, user_id, tenant_id)
+        password = generate_sip_password()
+        secrets = digest_secrets(user["extension"], tenant["sip_domain"], password)
+        await self.store.update(
+            USERS,
+            user_id,
+            {
+                "sip_realm": secrets.realm,
+                "sip_ha1_md5": secrets.ha1_md5,
+                "sip_ha1_sha256": secrets.ha1_sha256,
+            },
+            tenant_id=tenant_id,
+            expected_version=None,
+            actor=principal.actor,
+            request_id=request_id,
+        )
+        return models.SipCredentials(
+            username=user["extension"], realm=secrets.realm, password=password
+        )
+
     async def audit(
         self, principal: Principal, tenant_id: uuid.UUID, *, limit: int
     ) -> list[dict[str, Any]]:

@@ -18,10 +18,11 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeVar
 
+import grpc
 from callmesh.common.v1 import common_pb2
 from callmesh.provisioning.v1 import provisioning_pb2 as pb
 from callmesh.provisioning.v1 import provisioning_pb2_grpc
-from callmesh_core.errors import AlreadyExists, InvalidArgument, NotFound
+from callmesh_core.errors import AlreadyExists, DomainError, InvalidArgument, NotFound
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, ValidationError
 
@@ -157,6 +158,12 @@ def trunk_message(row: Mapping[str, Any]) -> pb.Trunk:
         if row["password_secret"]:
             message.registration.password_secret = row["password_secret"]
     return message
+
+
+class NotYetImplemented(DomainError):
+    """A contract method whose feature has not landed; callers get UNIMPLEMENTED, not a guess."""
+
+    status_code = grpc.StatusCode.UNIMPLEMENTED
 
 
 class ProvisioningServicer(provisioning_pb2_grpc.ProvisioningServicer):
@@ -510,3 +517,9 @@ class ProvisioningServicer(provisioning_pb2_grpc.ProvisioningServicer):
                 from_hour=rate.get("from_hour", 0),
                 to_hour=rate.get("to_hour", 24),
             )
+
+    # -- scenarios ---------------------------------------------------------------------------
+    async def GetScenario(self, request: pb.GetScenarioRequest, context: Any) -> pb.Scenario:
+        # Scenarios are stored by the api once their REST editing with routing's validation
+        # lands (issues 5 and 6); until then no scenario exists to read.
+        raise NotYetImplemented("scenarios are not stored by this api version yet")

@@ -258,6 +258,13 @@ async def _create_token(call: Call) -> web.StreamResponse:
     return web.json_response(created.model_dump(mode="json"), status=201)
 
 
+async def _rotate_sip_password(call: Call) -> web.StreamResponse:
+    credentials = await call.service.rotate_sip_password(
+        call.principal, call.path_id("tenant_id"), call.path_id("id"), call.request_id
+    )
+    return web.json_response(credentials.model_dump(mode="json"), status=201)
+
+
 async def _audit(call: Call) -> web.StreamResponse:
     limit, _, _ = call.page()
     rows = await call.service.audit(call.principal, call.path_id("tenant_id"), limit=limit)
@@ -446,6 +453,16 @@ OPERATIONS: list[Operation] = [
         response=models.TokenCreated,
         status=201,
         errors=(400, 401, 403, 404, 415, 422),
+    ),
+    Operation(
+        "POST",
+        f"{API}/tenants/{{tenant_id}}/users/{{id}}/sip-password",
+        "Give a user a new SIP password (shown once; the old one stops working)",
+        "users",
+        _rotate_sip_password,
+        response=models.SipCredentials,
+        status=201,
+        errors=(400, 401, 403, 404),
     ),
     Operation(
         "GET",
@@ -675,7 +692,7 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
                 },
             }
         success["content"] = {"application/json": {"schema": schema}}
-        if not op.is_list and op.response is not models.TokenCreated:
+        if not op.is_list and issubclass(op.response, models.Stored):
             success["headers"] = {"ETag": {"schema": {"type": "string"}}}
     elif op.is_list:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
