@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from callmesh_sip_edge.sip.errors import SipParseError
 from callmesh_sip_edge.sip.headers import ContactStar, parse_name_addr, parse_via
 from callmesh_sip_edge.sip.message import SipRequest, SipResponse, build_response
