@@ -6,7 +6,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from callmesh_media.dsp import g711
-from callmesh_media.dsp.dtmf import DtmfDetection, DtmfDetector, DtmfDigitEnded
+from callmesh_media.dsp.dtmf import (
+    DtmfDetection,
+    DtmfDetector,
+    DtmfDigitEnded,
+    DtmfThresholds,
+    detect_many,
+)
 from callmesh_media.dsp.goertzel import goertzel_power, tone_powers
 from callmesh_media.dsp.levels import dbm0_to_power, signal_level_dbm0
 from callmesh_media.dsp.resample import to_int16
@@ -16,9 +22,11 @@ from callmesh_media.rtp import RtpPacket
 FloatArray = npt.NDArray[np.float64]
 
 
-def detect(signal: npt.ArrayLike, chunk: int = 160, **options: float) -> str:
+def detect(
+    signal: npt.ArrayLike, chunk: int = 160, thresholds: DtmfThresholds | None = None
+) -> str:
     """Run the detector over 8 kHz audio fed like RTP frames; the digits it reported."""
-    detector = DtmfDetector(**options)  # type: ignore[arg-type]
+    detector = DtmfDetector(thresholds=thresholds)
     x = np.asarray(signal)
     digits = []
     for start in range(0, len(x), chunk):
@@ -156,6 +164,31 @@ def test_no_false_digits_on_sipp_recorded_audio(
     audio = np.concatenate([g711.alaw_decode(p.payload) for p in packets])
     assert len(audio) > 5 * 8000
     assert detect(audio) == ""
+
+
+def test_energy_check_is_what_rejects_this_speech() -> None:
+    # Guard against the talk-off test passing vacuously: without the energy-fraction check
+    # the same synthetic speech does produce a false digit.
+    speech = _speech_like(30.0, np.random.default_rng(11))
+    assert detect(speech, thresholds=DtmfThresholds(min_energy_fraction=0.0)) != ""
+
+
+def test_many_channels_in_one_batched_call_match_one_by_one() -> None:
+    rng = np.random.default_rng(4)
+    channels = [
+        dtmf_sequence(digits, tone_duration=0.05, gap=0.05, level_dbm0=-18.0)
+        for digits in ("123", "A#0", "9", "")
+    ]
+    channels[3] = _speech_like(0.9, rng)
+    length = max(len(c) for c in channels)
+    channels = [np.concatenate([c, np.zeros(length - len(c))]) for c in channels]
+    detectors = [DtmfDetector() for _ in channels]
+    batched = ["" for _ in channels]
+    for start in range(0, length, 160):
+        ticks = detect_many(detectors, [c[start : start + 160] for c in channels])
+        for i, notices in enumerate(ticks):
+            batched[i] += "".join(n.digit for n in notices if isinstance(n, DtmfDetection))
+    assert batched == [detect(c) for c in channels] == ["123", "A#0", "9", ""]
 
 
 def test_detector_insists_on_8khz() -> None:

@@ -2,7 +2,7 @@
 
 Audio is cut into 102-sample blocks (12.75 ms: long enough to separate 697 from 770 Hz, short
 enough that a 40 ms digit covers two whole blocks). Each block gives a hit if all of these
-hold (the usual checks; thresholds are attributes so a tenant-specific tuning stays possible):
+hold (the usual checks; the thresholds live in :class:`DtmfThresholds`):
 
 * the strongest low-group and high-group tones are both above ``min_tone_level_dbm0``;
 * twist: the high group may be at most ``max_reverse_twist_db`` above the low group, and at
@@ -20,6 +20,7 @@ the middle of a press does not produce a second digit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,29 +59,63 @@ def _db(value: float) -> float:
     return float(10 ** (value / 10))
 
 
+@dataclass(frozen=True, slots=True)
+class DtmfThresholds:
+    """The per-block checks; stateless, so one instance can classify blocks of many channels."""
+
+    min_tone_level_dbm0: float = -32.0
+    max_normal_twist_db: float = 8.0
+    max_reverse_twist_db: float = 6.0
+    min_peak_ratio_db: float = 6.0
+    min_harmonic_rejection_db: float = 6.0
+    min_energy_fraction: float = 0.6
+
+    def classify(self, blocks: npt.NDArray[np.float64]) -> list[str | None]:
+        """Per 102-sample block, the digit its tones satisfy every check for, or None."""
+        if len(blocks) == 0:
+            return []
+        powers = tone_powers(blocks, _FREQUENCIES)
+        energy = block_powers(blocks)
+        rows, columns = powers[:, 0:4], powers[:, 4:8]
+        r = np.argmax(rows, axis=1)
+        c = np.argmax(columns, axis=1)
+        index = np.arange(len(blocks))
+        row_power = rows[index, r]
+        column_power = columns[index, c]
+        # The strongest of the *other* tones in each group, for the peak-ratio check.
+        other_rows = np.sort(rows, axis=1)[:, -2]
+        other_columns = np.sort(columns, axis=1)[:, -2]
+        ok = (row_power >= dbm0_to_power(self.min_tone_level_dbm0)) & (
+            column_power >= dbm0_to_power(self.min_tone_level_dbm0)
+        )
+        ok &= column_power <= row_power * _db(self.max_reverse_twist_db)
+        ok &= row_power <= column_power * _db(self.max_normal_twist_db)
+        ok &= row_power >= other_rows * _db(self.min_peak_ratio_db)
+        ok &= column_power >= other_columns * _db(self.min_peak_ratio_db)
+        harmonic = _db(self.min_harmonic_rejection_db)
+        ok &= row_power >= powers[index, 8 + r] * harmonic
+        ok &= column_power >= powers[index, 12 + c] * harmonic
+        ok &= (row_power + column_power) >= self.min_energy_fraction * energy
+        hits: list[str | None] = [None] * len(blocks)
+        for i in np.flatnonzero(ok).tolist():
+            hits[i] = DTMF_KEYPAD[int(r[i])][int(c[i])]
+        return hits
+
+
 class DtmfDetector:
+    """One channel's detector: the block framing and the once-per-press state machine."""
+
     def __init__(
         self,
         *,
         rate: int = 8000,
-        min_tone_level_dbm0: float = -32.0,
-        max_normal_twist_db: float = 8.0,
-        max_reverse_twist_db: float = 6.0,
-        min_peak_ratio_db: float = 6.0,
-        min_harmonic_rejection_db: float = 6.0,
-        min_energy_fraction: float = 0.6,
+        thresholds: DtmfThresholds | None = None,
         min_on_blocks: int = 2,
         min_off_blocks: int = 2,
     ) -> None:
         if rate != 8000:
             raise ValueError("the DTMF detector runs on 8 kHz audio; resample first")
-        self.rate = rate
-        self.min_tone_power = dbm0_to_power(min_tone_level_dbm0)
-        self.normal_twist = _db(max_normal_twist_db)
-        self.reverse_twist = _db(max_reverse_twist_db)
-        self.peak_ratio = _db(min_peak_ratio_db)
-        self.harmonic_ratio = _db(min_harmonic_rejection_db)
-        self.min_energy_fraction = min_energy_fraction
+        self.thresholds = thresholds or DtmfThresholds()
         self.min_on_blocks = min_on_blocks
         self.min_off_blocks = min_off_blocks
         self._pending = np.zeros(0, dtype=np.float64)
@@ -98,42 +133,24 @@ class DtmfDetector:
 
     def process(self, samples: npt.ArrayLike) -> list[DtmfNotice]:
         """Feed any number of samples (int16 or float); returns what became known."""
+        blocks = self.take_blocks(samples)
+        return self.consume(self.thresholds.classify(blocks))
+
+    def take_blocks(self, samples: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Append samples and return the whole blocks now available (the rest waits)."""
         x = np.asarray(samples, dtype=np.float64)
         data = np.concatenate([self._pending, x]) if self._pending.size else x
         whole = (len(data) // BLOCK_SIZE) * BLOCK_SIZE
         self._pending = data[whole:].copy()
-        if whole == 0:
-            return []
-        blocks = data[:whole].reshape(-1, BLOCK_SIZE)
-        hits = self.classify_blocks(blocks)
+        return data[:whole].reshape(-1, BLOCK_SIZE)
+
+    def consume(self, hits: list[str | None]) -> list[DtmfNotice]:
+        """Advance the state machine over classified blocks, in order."""
         notices: list[DtmfNotice] = []
         for hit in hits:
             self._step(hit, notices)
             self._position += BLOCK_SIZE
         return notices
-
-    def classify_blocks(self, blocks: npt.NDArray[np.float64]) -> list[str | None]:
-        """Per block, the digit its tones satisfy every check for, or None (stateless)."""
-        powers = tone_powers(blocks, _FREQUENCIES, self.rate)
-        energy = block_powers(blocks)
-        rows, columns = powers[:, 0:4], powers[:, 4:8]
-        row_harmonics, column_harmonics = powers[:, 8:12], powers[:, 12:16]
-        r = np.argmax(rows, axis=1)
-        c = np.argmax(columns, axis=1)
-        index = np.arange(len(blocks))
-        row_power = rows[index, r]
-        column_power = columns[index, c]
-        ok = (row_power >= self.min_tone_power) & (column_power >= self.min_tone_power)
-        ok &= column_power <= row_power * self.reverse_twist
-        ok &= row_power <= column_power * self.normal_twist
-        other_rows = np.where(np.arange(4)[None, :] == r[:, None], 0.0, rows).max(axis=1)
-        other_columns = np.where(np.arange(4)[None, :] == c[:, None], 0.0, columns).max(axis=1)
-        ok &= row_power >= other_rows * self.peak_ratio
-        ok &= column_power >= other_columns * self.peak_ratio
-        ok &= row_power >= row_harmonics[index, r] * self.harmonic_ratio
-        ok &= column_power >= column_harmonics[index, c] * self.harmonic_ratio
-        ok &= (row_power + column_power) >= self.min_energy_fraction * energy
-        return [DTMF_KEYPAD[int(r[i])][int(c[i])] if ok[i] else None for i in range(len(blocks))]
 
     def _step(self, hit: str | None, notices: list[DtmfNotice]) -> None:
         if hit is not None and hit == self._current:
@@ -173,3 +190,25 @@ class DtmfDetector:
             self._current_start = self._candidate_start
             self._misses = 0
             notices.append(DtmfDetection(self._current, self._current_start))
+
+
+def detect_many(
+    detectors: Sequence[DtmfDetector], chunks: Sequence[npt.ArrayLike]
+) -> list[list[DtmfNotice]]:
+    """Run many channels' detectors over one tick of audio with a single batched measurement.
+
+    All detectors must share the same thresholds (they are classified together).
+    """
+    if not detectors:
+        return []
+    thresholds = detectors[0].thresholds
+    if any(d.thresholds != thresholds for d in detectors):
+        raise ValueError("detect_many needs detectors that share their thresholds")
+    per_channel = [d.take_blocks(c) for d, c in zip(detectors, chunks, strict=True)]
+    hits = thresholds.classify(np.concatenate(per_channel))
+    notices: list[list[DtmfNotice]] = []
+    offset = 0
+    for detector, blocks in zip(detectors, per_channel, strict=True):
+        notices.append(detector.consume(hits[offset : offset + len(blocks)]))
+        offset += len(blocks)
+    return notices

@@ -12,6 +12,7 @@ complement (``~x``), while the widely copied Sun Microsystems ``g711.c`` (and CP
 quantisation boundary; A-law and both decoders agree everywhere. We follow the ITU.
 
 Tables are immutable constants, built at import (a few milliseconds), not mutable state.
+Lookups use ``ndarray.take``, which is about twice as fast as fancy indexing here.
 """
 
 from __future__ import annotations
@@ -116,29 +117,29 @@ def _as_int16(samples: npt.ArrayLike) -> Int16Array:
 
 def ulaw_decode(data: Encoded) -> Int16Array:
     """PCMU bytes (or a uint8 array of any shape) to int16 samples."""
-    return ULAW_DECODE_TABLE[_codes(data)]
+    return ULAW_DECODE_TABLE.take(_codes(data))
 
 
 def alaw_decode(data: Encoded) -> Int16Array:
-    return ALAW_DECODE_TABLE[_codes(data)]
+    return ALAW_DECODE_TABLE.take(_codes(data))
 
 
 def ulaw_encode(samples: npt.ArrayLike) -> UInt8Array:
     """int16 samples (any shape, e.g. a batch of frames) to PCMU codes; ``.tobytes()`` to send."""
-    return ULAW_ENCODE_TABLE[_as_int16(samples).view(np.uint16)]
+    return ULAW_ENCODE_TABLE.take(_as_int16(samples).view(np.uint16))
 
 
 def alaw_encode(samples: npt.ArrayLike) -> UInt8Array:
-    return ALAW_ENCODE_TABLE[_as_int16(samples).view(np.uint16)]
+    return ALAW_ENCODE_TABLE.take(_as_int16(samples).view(np.uint16))
 
 
 def ulaw_to_alaw(data: Encoded) -> UInt8Array:
     """Transcode PCMU to PCMA without a linear step in between (one table lookup)."""
-    return ULAW_TO_ALAW_TABLE[_codes(data)]
+    return ULAW_TO_ALAW_TABLE.take(_codes(data))
 
 
 def alaw_to_ulaw(data: Encoded) -> UInt8Array:
-    return ALAW_TO_ULAW_TABLE[_codes(data)]
+    return ALAW_TO_ULAW_TABLE.take(_codes(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +153,10 @@ class G711Codec:
     clock_rate: int = 8000
 
     def decode(self, data: Encoded) -> Int16Array:
-        return self.decode_table[_codes(data)]
+        return self.decode_table.take(_codes(data))
 
     def encode(self, samples: npt.ArrayLike) -> UInt8Array:
-        return self.encode_table[_as_int16(samples).view(np.uint16)]
+        return self.encode_table.take(_as_int16(samples).view(np.uint16))
 
     def silence(self, samples: int) -> bytes:
         return bytes(self.encode(np.zeros(samples, dtype=np.int16)))
@@ -169,4 +170,4 @@ def transcode(data: Encoded, source: G711Codec, target: G711Codec) -> bytes:
     if source.name == target.name:
         return bytes(_codes(data))
     table = ULAW_TO_ALAW_TABLE if source.name == "PCMU" else ALAW_TO_ULAW_TABLE
-    return table[_codes(data)].tobytes()
+    return table.take(_codes(data)).tobytes()

@@ -73,6 +73,7 @@ class JitterBuffer:
         self._adaptive_target = min_delay
         self._transits: deque[float] = deque(maxlen=window_packets)
         self._pushes_since_estimate = 0
+        self._fastest_transit = float("inf")
         self._packets: dict[int, RtpPacket] = {}
         self._highest: int | None = None  # extended sequence of the newest packet seen
         self._next: int | None = None  # extended sequence to play next
@@ -115,7 +116,8 @@ class JitterBuffer:
             self.stats.overflow_resets += 1
             self._packets.clear()
             self._transits.clear()
-            self._transits.append(now - extended * self.frame_time)
+            self._fastest_transit = now - extended * self.frame_time
+            self._transits.append(self._fastest_transit)
             self._highest = extended
             self._next = self._floor = None
             self._playout_start = None
@@ -141,17 +143,20 @@ class JitterBuffer:
                 self.jitter += (d - self.jitter) / 16.0
         self._previous_transit = transit
         self._transits.append(transit)
+        # The window's minimum is refreshed every few packets (it only matters to a frame's
+        # precision); between refreshes a new faster packet still lowers it at once.
+        self._fastest_transit = min(self._fastest_transit, transit)
         self._pushes_since_estimate += 1
-        if self.adaptive and self._pushes_since_estimate >= 10:
+        if self._pushes_since_estimate >= 10:
             self._pushes_since_estimate = 0
-            fastest = min(self._transits)
-            extra = sorted(t - fastest for t in self._transits)
-            p95 = extra[min(len(extra) - 1, int(0.95 * len(extra)))]
+            ordered = sorted(self._transits)
+            self._fastest_transit = ordered[0]
+            p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] - ordered[0]
             self._adaptive_target = min(self.max_delay, max(self.min_delay, p95))
 
     def _current_delay(self, sequence: int, now: float) -> float:
         """How much later than the fastest possible arrival we would play ``sequence``."""
-        return now - sequence * self.frame_time - min(self._transits)
+        return now - sequence * self.frame_time - self._fastest_transit
 
     def pop(self, now: float) -> PlayoutFrame | None:
         """The frame to play at this tick, or None while filling (the caller plays silence)."""

@@ -12,7 +12,7 @@ the upstream loss and timing as they are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from callmesh_media.rtp.packet import MAX_SEQUENCE, MAX_TIMESTAMP, RtpPacket
 
@@ -86,14 +86,17 @@ class OutboundStreamRewriter:
         starts_new_source = mapping is None
         if mapping is None:
             mapping = self._start_mapping(packet, now)
-        out = replace(
-            packet,
-            ssrc=self.ssrc,
+        out = RtpPacket(
+            payload_type=packet.payload_type,
             sequence_number=(packet.sequence_number + mapping.sequence_offset) % MAX_SEQUENCE,
             timestamp=(packet.timestamp + mapping.timestamp_offset) % MAX_TIMESTAMP,
+            ssrc=self.ssrc,
+            payload=packet.payload,
             # The marker tells the far end's jitter buffer a new talkspurt starts here.
             marker=packet.marker or starts_new_source,
             csrc=list(packet.csrc),
+            extension=packet.extension,
+            padding_size=packet.padding_size,
         )
         if (out.sequence_number - self._last_sequence) % MAX_SEQUENCE < MAX_SEQUENCE // 2:
             self._last_sequence = out.sequence_number
