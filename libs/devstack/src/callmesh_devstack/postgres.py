@@ -7,6 +7,7 @@ run as the `postgres` system user (created by Debian's postgresql package).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -48,7 +49,9 @@ class LocalPostgres:
 
     @property
     def base(self) -> Path:
-        return self.layout.local / "postgres"
+        # Resolved: when the checkout is not reachable by the server's user, `.local/postgres`
+        # is a symlink to a directory it can reach (see `_place_base`).
+        return (self.layout.local / "postgres").resolve()
 
     @property
     def data(self) -> Path:
@@ -99,6 +102,7 @@ class LocalPostgres:
         if self.initialised():
             return
         self.layout.ensure()
+        self._place_base()
         self.data.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
@@ -121,6 +125,26 @@ class LocalPostgres:
             ],
             "initdb",
         )
+
+    def _place_base(self) -> None:
+        """As root, the server runs as `postgres`, which must be able to reach its directory.
+
+        A checkout under a private home (e.g. /root) is not reachable, so the cluster then lives
+        in /var/tmp under a name derived from the checkout, and `.local/postgres` points there.
+        """
+        link = self.layout.local / "postgres"
+        if os.geteuid() != 0 or link.exists():
+            return
+        reachable = subprocess.run(
+            ["runuser", "-u", SYSTEM_USER, "--", "test", "-x", str(self.layout.local)],
+            check=False,
+        )
+        if reachable.returncode == 0:
+            return
+        digest = hashlib.sha256(str(self.layout.root).encode()).hexdigest()[:12]
+        elsewhere = Path("/var/tmp") / f"callmesh-{digest}" / "postgres"
+        elsewhere.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(elsewhere, target_is_directory=True)
 
     def start(self, timeout: float = 30.0) -> bool:
         """Start the cluster unless it is already up. True when this call started it."""
