@@ -35,10 +35,17 @@ class Stack:
     def up(self) -> None:
         """Start whatever is not running yet; remember what this call started."""
         with self._exclusive():
-            if self.postgres.start():
-                self.started.append("postgres")
-            if self.kafka.start():
-                self.started.append("kafka")
+            try:
+                if self.postgres.start():
+                    self.started.append("postgres")
+                if self.kafka.start():
+                    self.started.append("kafka")
+            except BaseException:
+                # Leave nothing half-started behind a failed start.
+                if "postgres" in self.started:
+                    self.postgres.stop()
+                self.started.clear()
+                raise
 
     def down(self, only_started: bool = False) -> None:
         with self._exclusive():
