@@ -9,10 +9,14 @@ from callmesh_media.rtp import (
     OutboundStreamRewriter,
     RemoteAddressLearned,
     RemoteReport,
+    RemoteSaidBye,
     RemoteSsrcChanged,
     RtpLeg,
     RtpPacket,
     RtpTimedOut,
+    TelephoneEventReceiver,
+    TelephoneEventSender,
+    TelephoneEventStarted,
     parse_rtcp,
 )
 from callmesh_media.rtp.quality import estimate_quality
@@ -259,3 +263,60 @@ def test_mos_falls_as_loss_rises() -> None:
     assert by_loss[-1] < 3.0
     assert estimate_quality(300, 0, 2).mos < estimate_quality(30, 0, 2).mos
     assert estimate_quality(30, 0, 40).mos < estimate_quality(30, 0, 2).mos
+
+
+def test_rtcp_on_its_own_port_only_from_the_media_source_ip() -> None:
+    leg = RtpLeg(local_ssrc=1, signalled_address=PHONE, now=0.0)
+    bye = bytes.fromhex("81cb000100000abc")
+    leg.receive_rtcp_datagram(bye, ("203.0.113.66", 4001), 1.0)
+    assert drain(leg) == []
+    assert leg.statistics().dropped_foreign_source == 1
+    leg.receive_rtcp_datagram(bye, ("198.51.100.7", 4001), 1.0)
+    (event,) = drain(leg)
+    assert isinstance(event, RemoteSaidBye) and event.ssrcs == (0xABC,)
+
+
+def test_digits_sent_mid_stream_keep_their_timing_through_the_leg() -> None:
+    """Audio, then an RFC 4733 press, then audio again, all through one leg's rewriter: the
+    far end sees one stream and exactly one digit."""
+    leg = RtpLeg(local_ssrc=0x77, signalled_address=PHONE, now=0.0, initial_sequence=100)
+    sender = TelephoneEventSender(101, ssrc=0xD7, interval=0.02)
+    wire: list[tuple[float, bytes]] = []
+    now = 0.0
+    for i in range(10):
+        data = leg.prepare_outgoing(RtpPacket(0, i, i * 160, 0xA0, PAYLOAD), now)
+        assert data is not None
+        wire.append((now, data))
+        now += 0.02
+    leg.switch_source()
+    start = now
+    for scheduled in sender.digit("7", 0.1, timestamp=555):
+        data = leg.prepare_outgoing(scheduled.packet, start + scheduled.send_offset)
+        assert data is not None
+        wire.append((start + scheduled.send_offset, data))
+    now = start + 0.12
+    leg.switch_source()
+    for i in range(10, 20):
+        data = leg.prepare_outgoing(RtpPacket(0, i, i * 160, 0xA0, PAYLOAD), now)
+        assert data is not None
+        wire.append((now, data))
+        now += 0.02
+
+    far = RtpLeg(local_ssrc=9, signalled_address=("192.0.2.1", 30000), now=0.0)
+    receiver = TelephoneEventReceiver()
+    digits = []
+    for t, data in wire:
+        packet = far.receive_datagram(data, ("192.0.2.1", 30000), t)
+        assert packet is not None
+        if packet.payload_type == 101:
+            digits += [
+                n.digit for n in receiver.receive(packet) if isinstance(n, TelephoneEventStarted)
+            ]
+    assert digits == ["7"]
+    assert far.statistics().packets_lost == 0
+    assert [e for e in drain(far) if isinstance(e, RemoteSsrcChanged)] == [
+        RemoteSsrcChanged(None, 0x77)
+    ]
+    events = [RtpPacket.parse(d) for _, d in wire if RtpPacket.parse(d).payload_type == 101]
+    # All packets of the press share one timestamp, 200 ms of media time after the stream start.
+    assert {p.timestamp for p in events} == {10 * 160}
