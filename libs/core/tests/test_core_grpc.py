@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
 
 SERVICE = "callmesh.test.v1.Echo"
 
@@ -93,8 +94,13 @@ def _stream(channel: grpc.aio.Channel, name: str) -> Any:
 
 
 @pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
 async def server(
-    spans: tuple[Telemetry, InMemorySpanExporter],
+    spans: tuple[Telemetry, InMemorySpanExporter], registry: CollectorRegistry
 ) -> AsyncIterator[GrpcServer]:
     telemetry, _ = spans
     grpc_server = GrpcServer(
@@ -102,6 +108,8 @@ async def server(
         port=0,
         tracer=telemetry.tracer("server"),
         log=EventLogger(logging.getLogger("callmesh.test.grpc")),
+        metrics=registry,
+        metric_prefix="callmesh_test",
     )
     grpc_server.add(register_echo, EchoServicer(), SERVICE)
     await grpc_server.start()
@@ -237,3 +245,42 @@ async def test_second_server_on_the_same_port_fails_to_start(
     with pytest.raises(RuntimeError):
         await other.start()
     await other.stop(0)
+
+
+async def test_rpcs_are_counted_by_status_and_timed(
+    channel: grpc.aio.Channel, registry: CollectorRegistry
+) -> None:
+    for _ in range(2):
+        await _unary(channel, "Echo")(StringValue(value="x"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await _unary(channel, "Missing")(StringValue(value="1"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await _unary(channel, "Slow")(StringValue(value="x"), timeout=0.1)
+    await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+
+    def handled(method: str, code: str) -> float | None:
+        return registry.get_sample_value(
+            "callmesh_test_grpc_server_handled_total",
+            {"grpc_service": SERVICE, "grpc_method": method, "grpc_code": code},
+        )
+
+    assert handled("Echo", "OK") == 2
+    assert handled("Missing", "NOT_FOUND") == 1
+    deadline = asyncio.get_running_loop().time() + 2
+    while handled("Slow", "CANCELLED") is None:  # the server sees the expired call cancelled
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.02)
+    assert (
+        registry.get_sample_value(
+            "callmesh_test_grpc_server_handling_seconds_count",
+            {"grpc_service": SERVICE, "grpc_method": "Echo"},
+        )
+        == 2
+    )
+    health_samples = [
+        sample
+        for metric in registry.collect()
+        for sample in metric.samples
+        if "Health" in sample.labels.get("grpc_service", "")
+    ]
+    assert health_samples == []

@@ -21,6 +21,7 @@ from callmesh_core.kafka import (
     DLQ_TOPIC_HEADER,
     EVENT_ID_HEADER,
     ConsumedEvent,
+    ConsumerMetrics,
     EventConsumer,
     EventProducer,
     PoisonMessage,
@@ -33,6 +34,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
 
 LOG = EventLogger(logging.getLogger("callmesh.test.kafka"))
 
@@ -237,11 +239,21 @@ async def test_poison_goes_to_dlq_and_partition_keeps_flowing(
     await producer.send(topic, StringValue(value="last"), key="k")  # 5
     group = f"g-{uuid.uuid4().hex[:8]}"
     consumer = _consumer(kafka_bootstrap, topic, handler, producer, spans[0], group=group)
+    registry = CollectorRegistry()
+    consumer.metrics = ConsumerMetrics(registry, "callmesh_test")
     await consumer.start()
     try:
         await _eventually(lambda: "last" in handled)
     finally:
         await consumer.stop()
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(f"callmesh_test_{name}", {"group": group, **labels})
+
+    assert sample("kafka_records_total", topic=topic, outcome="handled") == 3
+    assert sample("kafka_records_total", topic=topic, outcome="dead_lettered") == 3
+    assert sample("kafka_handler_retries_total", topic=topic) == 4  # 2 for flaky, 2 for bug
+    assert sample("kafka_consumer_lag", topic=topic, partition="0") == 0
 
     assert handled == ["first", "flaky", "last"]
     assert attempts["always-fails"] == 3  # bounded retries

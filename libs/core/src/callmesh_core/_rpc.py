@@ -7,6 +7,7 @@ interceptor API itself only sees the call before the handler is chosen).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -75,3 +76,35 @@ def wrap_handler(
         response_serializer=handler.response_serializer,
     )
     return new_handler
+
+
+# Health probes and reflection arrive every few seconds from kubelet and tooling; tracing and
+# counting them would drown the service's real traffic.
+INFRASTRUCTURE_METHOD_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.",
+)
+
+
+def is_infrastructure_method(full_method: str) -> bool:
+    return full_method.startswith(INFRASTRUCTURE_METHOD_PREFIXES)
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """`/pkg.Service/Method` -> (`pkg.Service`, `Method`)."""
+    service, _, method = full_method.lstrip("/").partition("/")
+    return service, method
+
+
+def status_of(
+    context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None
+) -> grpc.StatusCode:
+    """The status an RPC ended with, seen from an interceptor around its handler."""
+    code = context.code()
+    if error is None:
+        return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
+    if isinstance(error, grpc.aio.AbortError):
+        return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN

@@ -7,6 +7,7 @@ domain-error interceptor already installed; the service adds its servicers befor
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -15,8 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import Tracer
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from callmesh_core._rpc import wrap_handler
+from callmesh_core._rpc import is_infrastructure_method, split_method, status_of, wrap_handler
 from callmesh_core.errors import DomainError
 from callmesh_core.logging import EventLogger
 from callmesh_core.telemetry import ClientInterceptor, TracingServerInterceptor
@@ -79,6 +81,75 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         return wrap_handler(handler, around, around_stream)
 
 
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts RPCs by final status and times them, into the service's Prometheus registry.
+
+    `<prefix>_grpc_server_handled_total{grpc_service,grpc_method,grpc_code}` and
+    `<prefix>_grpc_server_handling_seconds{grpc_service,grpc_method}` (docs/observability.md).
+    """
+
+    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
+        self.handled = Counter(
+            f"{prefix}_grpc_server_handled",
+            "RPCs completed on the server, by final status",
+            ["grpc_service", "grpc_method", "grpc_code"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            f"{prefix}_grpc_server_handling_seconds",
+            "time from RPC start to its final status",
+            ["grpc_service", "grpc_method"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        full_method: str = handler_call_details.method
+        if handler is None or is_infrastructure_method(full_method):
+            return handler
+        service, method = split_method(full_method)
+        handled, seconds = self.handled, self.seconds.labels(service, method)
+
+        def record(
+            context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None, began: float
+        ) -> None:
+            seconds.observe(time.perf_counter() - began)
+            handled.labels(service, method, status_of(context, error).name).inc()
+
+        async def around(
+            invoke: Callable[[], Awaitable[Any]], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Any:
+            began = time.perf_counter()
+            try:
+                result = await invoke()
+            except BaseException as exc:
+                record(context, exc, began)
+                raise
+            record(context, None, began)
+            return result
+
+        async def around_stream(
+            invoke: Callable[[], AsyncIterator[Any]], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            began = time.perf_counter()
+            try:
+                async for response in invoke():
+                    yield response
+            except BaseException as exc:
+                record(context, exc, began)
+                raise
+            record(context, None, began)
+
+        return wrap_handler(handler, around, around_stream)
+
+
 class GrpcServer:
     """A grpc.aio server with health, reflection, tracing and error mapping.
 
@@ -92,21 +163,24 @@ class GrpcServer:
         port: int,
         tracer: Tracer,
         log: EventLogger,
+        metrics: CollectorRegistry | None = None,
+        metric_prefix: str = "callmesh",
         extra_interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.host = host
         self.requested_port = port
         self.log = log
-        # Order matters: tracing is outermost so its span covers the mapped status.
+        # Order matters: tracing and metrics sit outside error mapping so they see the mapped
+        # status, not the domain exception.
+        interceptors: list[grpc.aio.ServerInterceptor] = [TracingServerInterceptor(tracer)]
+        if metrics is not None:
+            interceptors.append(MetricsInterceptor(metrics, metric_prefix))
+        interceptors += [ErrorMappingInterceptor(log), *extra_interceptors]
         self.server = grpc.aio.server(
             # gRPC sets SO_REUSEPORT by default, which lets a second replica on the same host
             # silently share the port; a clash must fail start-up instead.
             options=[("grpc.so_reuseport", 0)],
-            interceptors=[
-                TracingServerInterceptor(tracer),
-                ErrorMappingInterceptor(log),
-                *extra_interceptors,
-            ],
+            interceptors=interceptors,
         )
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

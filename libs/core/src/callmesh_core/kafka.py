@@ -29,6 +29,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from callmesh_core.logging import EventLogger
 from callmesh_core.telemetry import extract_kafka_headers, inject_kafka_headers
@@ -159,6 +160,30 @@ class ConsumedEvent(Generic[MessageT]):
 Handler = Callable[[ConsumedEvent[MessageT]], Awaitable[None]]
 
 
+class ConsumerMetrics:
+    """Prometheus metrics of a service's consumer loops; create once per registry."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
+        self.records = Counter(
+            f"{prefix}_kafka_records",
+            "records the consumer loop is done with, by outcome (handled, dead_lettered)",
+            ["topic", "group", "outcome"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            f"{prefix}_kafka_handler_retries",
+            "handler attempts that failed and were retried",
+            ["topic", "group"],
+            registry=registry,
+        )
+        self.lag = Gauge(
+            f"{prefix}_kafka_consumer_lag",
+            "records between the last committed offset and the partition end",
+            ["topic", "partition", "group"],
+            registry=registry,
+        )
+
+
 class PoisonMessage(Exception):
     """Raised by a handler when a record can never be applied (retrying will not help)."""
 
@@ -181,6 +206,7 @@ class EventConsumer(Generic[MessageT]):
         retry_backoff_seconds: float = 0.1,
         max_records_per_batch: int = 100,
         dlq_send_timeout_seconds: float = 10.0,
+        metrics: ConsumerMetrics | None = None,
         client_id: str = "callmesh",
     ) -> None:
         if max_attempts < 1:
@@ -196,6 +222,7 @@ class EventConsumer(Generic[MessageT]):
         self.retry_backoff_seconds = retry_backoff_seconds
         self.max_records_per_batch = max_records_per_batch
         self.dlq_send_timeout_seconds = dlq_send_timeout_seconds
+        self.metrics = metrics
         self._consumer = AIOKafkaConsumer(
             *self.topics,
             bootstrap_servers=bootstrap_servers,
@@ -260,6 +287,20 @@ class EventConsumer(Generic[MessageT]):
         finally:
             if done_offset is not None:
                 await self._commit(partition, done_offset)
+                self._record_lag(partition, done_offset)
+
+    def _record_lag(self, partition: TopicPartition, committed: int) -> None:
+        if self.metrics is None:
+            return
+        end = self._consumer.highwater(partition)
+        if end is not None:
+            self.metrics.lag.labels(partition.topic, str(partition.partition), self.group_id).set(
+                max(0, end - committed)
+            )
+
+    def _count(self, topic: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.records.labels(topic, self.group_id, outcome).inc()
 
     async def _commit(self, partition: TopicPartition, offset: int) -> None:
         try:
@@ -324,6 +365,7 @@ class EventConsumer(Generic[MessageT]):
         for attempt in range(1, self.max_attempts + 1):
             try:
                 await self.handler(event)
+                self._count(record.topic, "handled")
                 return
             except PoisonMessage as exc:
                 await self._to_dlq(record, headers, "poison", exc, attempts=attempt)
@@ -332,6 +374,8 @@ class EventConsumer(Generic[MessageT]):
                 if attempt == self.max_attempts:
                     await self._to_dlq(record, headers, "handler_failed", exc, attempts=attempt)
                     return
+                if self.metrics is not None:
+                    self.metrics.retries.labels(record.topic, self.group_id).inc()
                 self.log.warning(
                     "kafka_handler_retry",
                     topic=record.topic,
@@ -373,6 +417,7 @@ class EventConsumer(Generic[MessageT]):
             self.dlq_producer.send_raw(target, record.value, key=record.key, headers=[*kept, *why]),
             self.dlq_send_timeout_seconds,
         )
+        self._count(record.topic, "dead_lettered")
         self.log.error(
             "kafka_message_dead_lettered",
             topic=record.topic,

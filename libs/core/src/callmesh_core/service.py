@@ -45,7 +45,13 @@ if TYPE_CHECKING:
     # service that uses neither should not pay it.
     import asyncpg
 
-    from callmesh_core.kafka import EventConsumer, EventProducer, Handler, MessageT
+    from callmesh_core.kafka import (
+        ConsumerMetrics,
+        EventConsumer,
+        EventProducer,
+        Handler,
+        MessageT,
+    )
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 Hook = Callable[[], Awaitable[None]]
@@ -68,6 +74,7 @@ class ServiceContext(Generic[SettingsT]):
     http: HealthHttpServer
     drain_hooks: list[Hook] = field(default_factory=list)
     close_hooks: list[Hook] = field(default_factory=list)
+    _kafka_metrics: ConsumerMetrics | None = field(default=None, init=False)
 
     def on_drain(self, hook: Hook) -> None:
         """`hook` runs when draining starts; it returns when this replica's work is done."""
@@ -129,8 +136,12 @@ class ServiceContext(Generic[SettingsT]):
         dlq_producer: EventProducer,
     ) -> EventConsumer[MessageT]:
         """A started consumer loop; stopped (after finishing its record) on shutdown."""
-        from callmesh_core.kafka import EventConsumer
+        from callmesh_core.kafka import ConsumerMetrics, EventConsumer
 
+        if self._kafka_metrics is None:  # one set per registry, shared by all consumers
+            self._kafka_metrics = ConsumerMetrics(
+                self.metrics, metric_prefix(self.settings.service_name)
+            )
         consumer = EventConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             group_id=group_id,
@@ -140,6 +151,7 @@ class ServiceContext(Generic[SettingsT]):
             dlq_producer=dlq_producer,
             tracer=self.tracer,
             log=self.log.child("kafka"),
+            metrics=self._kafka_metrics,
             client_id=f"callmesh-{self.settings.service_name}-{self.settings.replica_id}",
         )
         await consumer.start()
@@ -162,6 +174,11 @@ class ServiceContext(Generic[SettingsT]):
 
 
 Build = Callable[[ServiceContext[SettingsT]], Awaitable[None]]
+
+
+def metric_prefix(service_name: str) -> str:
+    """`callmesh_<service>`: the prefix of a service's metric names (docs/observability.md)."""
+    return "callmesh_" + service_name.replace("-", "_")
 
 
 class Service(Generic[SettingsT]):
@@ -199,7 +216,12 @@ class Service(Generic[SettingsT]):
             metrics=metrics,
             readiness=self.readiness,
             grpc=GrpcServer(
-                host=settings.grpc_host, port=settings.grpc_port, tracer=tracer, log=log
+                host=settings.grpc_host,
+                port=settings.grpc_port,
+                tracer=tracer,
+                log=log,
+                metrics=metrics,
+                metric_prefix=metric_prefix(settings.service_name),
             ),
             http=HealthHttpServer(
                 host=settings.http_host,

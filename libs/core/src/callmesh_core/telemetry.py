@@ -28,17 +28,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from callmesh_core._rpc import wrap_handler
+from callmesh_core._rpc import is_infrastructure_method, split_method, status_of, wrap_handler
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACE_HEADERS = frozenset(_PROPAGATOR.fields)
-
-# Health probes and reflection arrive every few seconds from kubelet and tooling; tracing them
-# would drown real spans.
-UNTRACED_METHOD_PREFIXES = (
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.",
-)
 
 
 EXPORT_TIMEOUT_SECONDS = 3.0
@@ -168,32 +161,16 @@ def extract_kafka_headers(headers: Sequence[tuple[str, bytes]] | None) -> Contex
 # --- gRPC interceptors ----------------------------------------------------------------------
 
 
-def _split_method(full_method: str) -> tuple[str, str]:
-    service, _, method = full_method.lstrip("/").partition("/")
-    return service, method
-
-
 def _rpc_attributes(full_method: str) -> dict[str, str]:
-    service, method = _split_method(full_method)
+    service, method = split_method(full_method)
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
-
-
-def _is_traced(full_method: str) -> bool:
-    return not full_method.startswith(UNTRACED_METHOD_PREFIXES)
 
 
 def _finish_server_span(
     span: Span, context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None
 ) -> None:
-    code = context.code()
-    if error is None:
-        status_code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
-    elif isinstance(error, grpc.aio.AbortError):
-        status_code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
-    elif isinstance(error, asyncio.CancelledError):
-        status_code = grpc.StatusCode.CANCELLED
-    else:
-        status_code = grpc.StatusCode.UNKNOWN
+    status_code = status_of(context, error)
+    if status_code is grpc.StatusCode.UNKNOWN and error is not None:
         span.record_exception(error)
     span.set_attribute("rpc.grpc.status_code", status_code.value[0])
     if status_code is not grpc.StatusCode.OK:
@@ -215,7 +192,7 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         full_method: str = handler_call_details.method
-        if handler is None or not _is_traced(full_method):
+        if handler is None or is_infrastructure_method(full_method):
             return handler
         tracer = self.tracer
         attributes = _rpc_attributes(full_method)
