@@ -58,7 +58,7 @@ def name_addrs(draw: st.DrawFn, tag: bool = True) -> NameAddr:
 
 @st.composite
 def vias(draw: st.DrawFn) -> Via:
-    params = {"branch": "z9hG4bK" + draw(tokens)}
+    params: dict[str, str | None] = {"branch": "z9hG4bK" + draw(tokens)}
     if draw(st.booleans()):
         params["rport"] = None
     return Via(
