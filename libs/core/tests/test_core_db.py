@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -163,3 +164,17 @@ async def test_claim_event_once_per_group_and_only_if_committed(
                 assert await claim_event(connection, "cdr-writer", "e-2") is True
     finally:
         await pool.close()
+
+
+def test_migrations_load_from_a_package_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = f"callmesh_fake_{uuid.uuid4().hex[:8]}"
+    root = tmp_path / package
+    _write(root / "migrations", {"0001_init.sql": INIT, "0002_e.sql": SECOND})
+    (root / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    migrations = load_migrations(package)
+    assert [(m.version, m.name) for m in migrations] == [(1, "init"), (2, "e")]
+    assert migrations[0].sql == INIT
+    assert migrations[0].filename == "0001_init.sql"
