@@ -320,3 +320,14 @@ def test_digits_sent_mid_stream_keep_their_timing_through_the_leg() -> None:
     events = [RtpPacket.parse(d) for _, d in wire if RtpPacket.parse(d).payload_type == 101]
     # All packets of the press share one timestamp, 200 ms of media time after the stream start.
     assert {p.timestamp for p in events} == {10 * 160}
+
+
+def test_a_source_that_starts_at_once_does_not_overlap_the_previous_packet() -> None:
+    rewriter = OutboundStreamRewriter(ssrc=1, initial_sequence=0, initial_timestamp=0)
+    for i in range(3):
+        rewriter.rewrite(RtpPacket(0, i, i * 160, 0xA, PAYLOAD), i * 0.02)
+    rewriter.switch_source()
+    # The prompt's first packet goes out 1 ms after the peer's last one.
+    first = rewriter.rewrite(RtpPacket(0, 9, 0, 0xB, PAYLOAD), 0.041)
+    assert first is not None
+    assert first.timestamp == 3 * 160  # right after the last packet's 160 samples

@@ -63,7 +63,8 @@ class FaxToneDetector:
     def reset(self) -> None:
         self.cng_reported = False
         self.ced_reported = False
-        self._runs: dict[str, list[int]] = {"CNG": [0, 0, 0], "CED": [0, 0, 0]}
+        self._cng = _ToneRun()
+        self._ced = _ToneRun()
 
     def process(self, samples: npt.ArrayLike) -> list[FaxToneDetected]:
         x = np.asarray(samples, dtype=np.float64)
@@ -79,33 +80,52 @@ class FaxToneDetector:
             powers >= self.min_energy_fraction * energy[:, None]
         )
         found: list[FaxToneDetected] = []
-        for i in range(len(blocks)):
-            self._step("CNG", bool(present[i, 0]), found)
-            self._step("CED", bool(present[i, 1]), found)
+        for cng_present, ced_present in present.tolist():
+            self._step_cng(cng_present, found)
+            self._step_ced(ced_present, found)
             self._position += BLOCK_SIZE
         return found
 
-    def _step(
-        self, tone: Literal["CNG", "CED"], present: bool, found: list[FaxToneDetected]
-    ) -> None:
-        # run = [blocks with tone in the current burst, blocks missing since the last one, start]
-        run = self._runs[tone]
-        if present:
-            if run[0] == 0:
-                run[2] = self._position
-            run[0] += 1 + run[1]  # a short dropout inside a burst counts as tone
-            run[1] = 0
-        elif run[0]:
-            run[1] += 1
-            if run[1] > self.max_dropout_blocks:
-                if (
-                    tone == "CNG"
-                    and not self.cng_reported
-                    and self.cng_min_blocks <= run[0] <= self.cng_max_blocks
-                ):
-                    self.cng_reported = True
-                    found.append(FaxToneDetected("CNG", run[2], self._position))
-                run[0] = run[1] = 0
-        if tone == "CED" and present and not self.ced_reported and run[0] >= self.ced_min_blocks:
+    def _step_cng(self, present: bool, found: list[FaxToneDetected]) -> None:
+        burst = self._cng.advance(present, self._position, self.max_dropout_blocks)
+        if (
+            burst is not None
+            and not self.cng_reported
+            and self.cng_min_blocks <= burst <= self.cng_max_blocks
+        ):
+            self.cng_reported = True
+            found.append(FaxToneDetected("CNG", self._cng.last_start, self._position))
+
+    def _step_ced(self, present: bool, found: list[FaxToneDetected]) -> None:
+        self._ced.advance(present, self._position, self.max_dropout_blocks)
+        if present and not self.ced_reported and self._ced.length >= self.ced_min_blocks:
             self.ced_reported = True
-            found.append(FaxToneDetected("CED", run[2], self._position + BLOCK_SIZE))
+            found.append(FaxToneDetected("CED", self._ced.start, self._position + BLOCK_SIZE))
+
+
+@dataclass(slots=True)
+class _ToneRun:
+    """One tone's current burst, in blocks; short dropouts inside a burst count as tone."""
+
+    length: int = 0  # blocks from the burst's first to its latest tone block
+    missing: int = 0  # blocks without tone since the latest tone block
+    start: int = 0  # sample position of the burst's first block
+    last_start: int = 0  # start of the burst that just ended
+
+    def advance(self, present: bool, position: int, max_dropout: int) -> int | None:
+        """Account for one block; returns a finished burst's length when one ends."""
+        if present:
+            if self.length == 0:
+                self.start = position
+            self.length += 1 + self.missing
+            self.missing = 0
+            return None
+        if self.length == 0:
+            return None
+        self.missing += 1
+        if self.missing <= max_dropout:
+            return None
+        finished = self.length
+        self.last_start = self.start
+        self.length = self.missing = 0
+        return finished

@@ -5,7 +5,9 @@ hold, a conference mix, then another peer after a transfer. Each source has its 
 sequence and timestamp base. Forwarding those raw would make the far end see a new stream
 (SSRC change) or a jump it counts as massive loss, so everything leaving a leg is re-stamped:
 our SSRC, a sequence that continues by one at each source switch, and a timestamp that
-advances by the wall-clock time elapsed since the previous packet (as if we had been silent).
+advances by the wall-clock time elapsed since the previous packet (as if we had been silent),
+but never by less than one packet's duration, so the new source does not overlap the audio
+the previous packet already covered.
 Within one source, sequence and timestamp *differences* are kept, so the far end still sees
 the upstream loss and timing as they are.
 """
@@ -41,6 +43,9 @@ class OutboundStreamRewriter:
         self._last_sequence = (initial_sequence - 1) % MAX_SEQUENCE
         self._last_timestamp = initial_timestamp % MAX_TIMESTAMP
         self._last_sent_at: float | None = None
+        # Media time one packet covers (timestamp step between consecutive packets), so a new
+        # source never starts inside the previous packet's audio.
+        self._packet_duration = 0
         self._mapping: _SourceMapping | None = None
         self._previous_source: int | None = None
         self._switched_at = 0.0
@@ -99,6 +104,10 @@ class OutboundStreamRewriter:
             padding_size=packet.padding_size,
         )
         if (out.sequence_number - self._last_sequence) % MAX_SEQUENCE < MAX_SEQUENCE // 2:
+            if (out.sequence_number - self._last_sequence) % MAX_SEQUENCE == 1:
+                step = (out.timestamp - self._last_timestamp) % MAX_TIMESTAMP
+                if 0 < step < self.clock_rate:  # a plausible packet duration (< 1 s)
+                    self._packet_duration = step
             self._last_sequence = out.sequence_number
             self._last_timestamp = out.timestamp
             self._last_sent_at = now
@@ -114,8 +123,9 @@ class OutboundStreamRewriter:
         if self._last_sent_at is None:
             next_timestamp = self._last_timestamp
         else:
-            elapsed = max(1, round((now - self._last_sent_at) * self.clock_rate))
-            next_timestamp = (self._last_timestamp + elapsed) % MAX_TIMESTAMP
+            elapsed = round((now - self._last_sent_at) * self.clock_rate)
+            advance = max(1, self._packet_duration, elapsed)
+            next_timestamp = (self._last_timestamp + advance) % MAX_TIMESTAMP
         mapping = _SourceMapping(
             source_ssrc=packet.ssrc,
             sequence_offset=(next_sequence - packet.sequence_number) % MAX_SEQUENCE,
