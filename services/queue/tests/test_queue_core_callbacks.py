@@ -16,6 +16,7 @@ from callmesh_queue.core import (
     EntryKind,
     GiveUpReason,
     OfferCall,
+    OverflowCall,
     PlayAnnouncement,
     QueueConfig,
     QueueEngine,
@@ -196,3 +197,40 @@ def test_callbacks_can_be_switched_off_and_cancelled() -> None:
     assert engine.waiting("support") == ["c2", "c3"]
     figures = engine.figures("support", 8.0)
     assert (figures.abandoned, figures.callbacks_waiting) == (0, 0)
+
+
+def test_a_callback_request_can_join_the_line_without_a_live_call() -> None:
+    engine = engine_with_three_waiting()
+    result = engine.join("support", "web-form", "+49304", 5.0, callback_number="+4917799")
+    assert (result.accepted, result.position) == (True, 4)
+    actions = engine.drain_actions()
+    assert [(r.call_id, r.number, r.position) for r in of_type(actions, CallbackRegistered)] == [
+        ("web-form", "+4917799", 4)
+    ]
+    assert of_type(actions, PlayAnnouncement) == []
+    assert engine.figures("support", 6.0).callbacks_waiting == 1
+    for call_id in ("c1", "c2", "c3"):
+        engine.leave(call_id, 7.0)
+    engine.call_ended("ann", 8.0)
+    (offer,) = of_type(engine.drain_actions(), OfferCall)
+    assert (offer.call_id, offer.kind, offer.caller_number) == (
+        "web-form",
+        EntryKind.CALLBACK,
+        "+4917799",
+    )
+    engine.offer_accepted("web-form", "ann", 9.0)
+    # Being dialled still counts as a callback holding its place in the figures.
+    figures = engine.figures("support", 9.0)
+    assert (figures.callbacks_waiting, figures.waiting) == (1, 0)
+
+
+def test_an_event_stamped_in_the_past_is_taken_as_happening_now() -> None:
+    engine = engine_with_three_waiting(max_wait=100.0)
+    engine.handle_timer(50.0)
+    engine.join("support", "late", "+1", 20.0)  # delayed message: joins at t=50
+    engine.handle_timer(120.0)
+    overflowed = [o.call_id for o in of_type(engine.drain_actions(), OverflowCall)]
+    assert overflowed == ["c1", "c2", "c3"]
+    engine.handle_timer(150.0)
+    overflowed = [o.call_id for o in of_type(engine.drain_actions(), OverflowCall)]
+    assert overflowed == ["late"]

@@ -305,8 +305,9 @@ def test_a_freed_shared_agent_takes_the_longest_waiting_caller_across_queues(
 ) -> None:
     engine = shared_agent_engine(weight_q1, weight_q2)
     engine.agent_pause("shared", "meeting", 0.5)
-    engine.join("q1", "c1", "+1", join_q1)
-    engine.join("q2", "c2", "+2", join_q2)
+    joins = sorted([(join_q1, "q1", "c1"), (join_q2, "q2", "c2")])
+    for joined_at, queue_id, call_id in joins:
+        engine.join(queue_id, call_id, "+1", joined_at)
     engine.agent_unpause("shared", 5.0)
     offered = [a.call_id for a in engine.drain_actions() if isinstance(a, OfferCall)]
     assert offered == [winner]

@@ -138,6 +138,11 @@ class QueueEngine:
         self._next_offer_id = 1
         self._timers = TimerHeap()
         self._actions: list[Action] = []
+        # Latest time seen. Time never runs backwards inside the engine: an event stamped
+        # earlier (a delayed message, a replica whose clock is slightly behind) is taken
+        # as happening now. `now` must be wall-clock seconds shared by all replicas, since
+        # a snapshot's deadlines are only meaningful on the same time scale.
+        self._clock = float("-inf")
         # Work for `_dispatch`, filled by state changes and drained before any call returns.
         self._freed_agents: list[str] = []
         self._ready_entries: list[str] = []
@@ -148,7 +153,7 @@ class QueueEngine:
     def configure_queue(self, config: QueueConfig, now: float) -> None:
         """Create or replace a queue definition. Waiting entries keep their places and
         deadlines; removed members that were ringing for this queue are withdrawn."""
-        self._settle(now)
+        now = self._begin(now)
         strategy = self._strategies.get(config.strategy)
         ordering = self._orderings.get(config.caller_order)
         self._install_queue(config, strategy, ordering)
@@ -210,8 +215,11 @@ class QueueEngine:
         *,
         priority: int | None = None,
         required_skills: Mapping[str, int] | None = None,
+        callback_number: str | None = None,
     ) -> JoinResult:
-        self._settle(now)
+        """Put a caller in line. With `callback_number` the entry is a callback request
+        from the start (e.g. a "call me back" form): no live caller, no announcements."""
+        now = self._begin(now)
         state = self._queue(queue_id)
         if call_id in self._entries:
             raise DuplicateCall(f"call {call_id!r} is already waiting")
@@ -252,6 +260,10 @@ class QueueEngine:
             entry.next_wait_at = first if first is not None else now + cfg.wait_announce_interval
         self._reschedule_announce(entry)
         self._ready_entries.append(call_id)
+        if callback_number is not None:
+            if not cfg.callbacks_enabled:
+                raise InvalidTransition(f"queue {queue_id!r} does not take callback requests")
+            self._make_callback(state, entry, callback_number, now)
         self._settle(now)
         return JoinResult(True, position, whole_seconds(wait), music=cfg.music)
 
@@ -261,7 +273,7 @@ class QueueEngine:
 
     def leave(self, call_id: str, now: float) -> bool:
         """The caller hung up (or cancelled their callback). False if not waiting any more."""
-        self._settle(now)
+        now = self._begin(now)
         entry = self._entries.get(call_id)
         if entry is None:
             return False
@@ -286,7 +298,7 @@ class QueueEngine:
 
     def request_callback(self, call_id: str, now: float, number: str | None = None) -> bool:
         """Turn a waiting live caller into a callback request that keeps their place."""
-        self._settle(now)
+        now = self._begin(now)
         entry = self._entries.get(call_id)
         if entry is None or entry.kind is EntryKind.CALLBACK:
             return False
@@ -297,11 +309,18 @@ class QueueEngine:
         if entry.offer_id is not None:
             self._withdraw_offer(entry, now, CancelReason.CALLBACK_REQUESTED)
             self._ready_entries.append(call_id)
+        self._make_callback(state, entry, number or entry.caller_number, now)
+        self._settle(now)
+        return True
+
+    def _make_callback(
+        self, state: QueueState, entry: WaitingEntry, number: str, now: float
+    ) -> None:
         entry.kind = EntryKind.CALLBACK
-        entry.callback_number = number or entry.caller_number
+        entry.callback_number = number
         entry.callback_requested_at = now
-        entry.give_up_at = now + cfg.callback_max_wait
-        self._timers.push(entry.give_up_at, TimerKind.GIVE_UP, call_id)
+        entry.give_up_at = now + state.config.callback_max_wait
+        self._timers.push(entry.give_up_at, TimerKind.GIVE_UP, entry.call_id)
         entry.max_wait_at = None
         entry.next_position_at = entry.next_wait_at = entry.improvement_at = None
         entry.announce_at = None
@@ -310,17 +329,15 @@ class QueueEngine:
         self._emit(
             CallbackRegistered(
                 queue_id=state.config.queue_id,
-                call_id=call_id,
-                number=entry.callback_number,
+                call_id=entry.call_id,
+                number=number,
                 position=position,
                 estimated_wait=whole_seconds(self._estimate(state, position, now)),
             )
         )
-        self._settle(now)
-        return True
 
     def callback_customer_answered(self, call_id: str, now: float) -> bool:
-        self._settle(now)
+        now = self._begin(now)
         entry = self._entries.get(call_id)
         if entry is None or entry.dialing_agent is None:
             return False
@@ -335,7 +352,7 @@ class QueueEngine:
 
     def callback_customer_failed(self, call_id: str, now: float) -> bool:
         """The customer did not answer (or was busy): free the agent, retry or give up."""
-        self._settle(now)
+        now = self._begin(now)
         entry = self._entries.get(call_id)
         if entry is None or entry.dialing_agent is None:
             return False
@@ -374,7 +391,7 @@ class QueueEngine:
     # ------------------------------------------------------------------ offers
 
     def offer_accepted(self, call_id: str, agent_id: str, now: float) -> bool:
-        self._settle(now)
+        now = self._begin(now)
         entry = self._entries.get(call_id)
         offer = self._offers.get(entry.offer_id) if entry and entry.offer_id else None
         if entry is None or offer is None or agent_id not in offer.ringing:
@@ -438,7 +455,7 @@ class QueueEngine:
 
     def offer_declined(self, call_id: str, agent_id: str, now: float) -> bool:
         """The agent rejected the offer (or their phone was busy): same as no answer."""
-        self._settle(now)
+        now = self._begin(now)
         entry = self._entries.get(call_id)
         offer = self._offers.get(entry.offer_id) if entry and entry.offer_id else None
         if offer is None or agent_id not in offer.ringing:
@@ -450,7 +467,7 @@ class QueueEngine:
     # ------------------------------------------------------------------ agents
 
     def agent_login(self, agent_id: str, now: float) -> None:
-        self._settle(now)
+        now = self._begin(now)
         agent = self._agents.setdefault(agent_id, Agent(agent_id))
         self._agent_queues.setdefault(agent_id, [])
         if agent.status is AgentStatus.LOGGED_OUT:
@@ -460,7 +477,7 @@ class QueueEngine:
         self._settle(now)
 
     def agent_logout(self, agent_id: str, now: float) -> None:
-        self._settle(now)
+        now = self._begin(now)
         agent = self._agent(agent_id)
         if agent.status is AgentStatus.LOGGED_OUT:
             return
@@ -475,7 +492,7 @@ class QueueEngine:
 
     def agent_pause(self, agent_id: str, reason: str, now: float) -> None:
         """Pause now, or, for an agent on a call or in wrap-up, as soon as that work ends."""
-        self._settle(now)
+        now = self._begin(now)
         agent = self._agent(agent_id)
         status = agent.status
         if status is AgentStatus.LOGGED_OUT:
@@ -490,7 +507,7 @@ class QueueEngine:
         self._settle(now)
 
     def agent_unpause(self, agent_id: str, now: float) -> None:
-        self._settle(now)
+        now = self._begin(now)
         agent = self._agent(agent_id)
         agent.pending_pause_reason = None
         if agent.status is AgentStatus.PAUSED:
@@ -499,6 +516,7 @@ class QueueEngine:
 
     def agent_available(self, agent_id: str, now: float) -> None:
         """Make the agent available now: log in, unpause, or end wrap-up early."""
+        now = self._begin(now)
         agent = self._agents.get(agent_id)
         if agent is None or agent.status is AgentStatus.LOGGED_OUT:
             self.agent_login(agent_id, now)
@@ -506,7 +524,6 @@ class QueueEngine:
         if agent.status is AgentStatus.PAUSED:
             self.agent_unpause(agent_id, now)
             return
-        self._settle(now)
         if agent.status is AgentStatus.WRAP_UP:
             agent.wrap_up_until = None
             self._become_free(agent, now, after_call=True)
@@ -518,7 +535,7 @@ class QueueEngine:
 
     def call_ended(self, agent_id: str, now: float) -> None:
         """The agent's queue call is over: record its handle time, then wrap-up."""
-        self._settle(now)
+        now = self._begin(now)
         agent = self._agent(agent_id)
         call = agent.call
         if call is None:
@@ -554,7 +571,7 @@ class QueueEngine:
         return None
 
     def handle_timer(self, now: float) -> None:
-        self._settle(now)
+        now = self._begin(now)
 
     def drain_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
@@ -597,7 +614,7 @@ class QueueEngine:
     def figures(self, queue_id: str, now: float) -> QueueFigures:
         state = self._queue(queue_id)
         live = [e for e in state.order if e.kind is EntryKind.LIVE]
-        callbacks = sum(1 for e in self._entries.values() if e.queue_id == queue_id) - len(live)
+        callbacks = len(state.order) - len(live) + self._callbacks_being_dialled(state)
         serving, available = self._agent_counts(state)
         counters = state.counters
         return QueueFigures(
@@ -620,6 +637,19 @@ class QueueEngine:
                 self._estimate(state, len(state.order) + 1, now)
             ),
         )
+
+    def _callbacks_being_dialled(self, state: QueueState) -> int:
+        count = 0
+        for agent_id in state.member_index:
+            call = self._agents[agent_id].call
+            if (
+                call is not None
+                and call.kind is EntryKind.CALLBACK
+                and call.queue_id == state.config.queue_id
+            ):
+                entry = self._entries.get(call.call_id)
+                count += entry is not None and entry.dialing_agent == agent_id
+        return count
 
     def reset_counters(self, queue_id: str) -> None:
         self._queue(queue_id).counters = QueueCounters()
@@ -1004,6 +1034,14 @@ class QueueEngine:
         )
 
     # -- dispatch
+
+    def _begin(self, now: float) -> float:
+        """Start of every event: clamp `now` and catch up on the timers due by then."""
+        if now < self._clock:
+            now = self._clock
+        self._clock = now
+        self._settle(now)
+        return now
 
     def _settle(self, now: float) -> None:
         """Dispatch pending work, then fire every timer due by `now`, each at its deadline."""

@@ -233,6 +233,7 @@ def engine_to_data(engine: QueueEngine) -> dict[str, Any]:
         "version": FORMAT_VERSION,
         "next_seq": engine._next_seq,
         "next_offer_id": engine._next_offer_id,
+        "clock": engine._clock if engine._clock != float("-inf") else None,
         "queues": [
             {
                 "config": config_to_data(state.config),
@@ -286,6 +287,8 @@ def _load(engine: QueueEngine, data: Mapping[str, Any]) -> None:
         engine._offers[offer.offer_id] = offer
     engine._next_seq = int(data["next_seq"])
     engine._next_offer_id = int(data["next_offer_id"])
+    clock = data.get("clock")
+    engine._clock = float("-inf") if clock is None else float(clock)
     for agent_id in engine._agents:
         engine._agent_queues.setdefault(agent_id, [])
     engine._rebuild_timers()
