@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from callmesh_queue.core import (
     Action,
@@ -187,10 +189,8 @@ def test_a_second_agent_halves_the_estimate() -> None:
         engine.join("sales", f"c{i}", f"+4930{i}", float(i))
     assert engine.estimated_wait("sales", 4, 5.0) == 480
     config = engine.queue_config("sales")
-    engine.configure_queue(
-        QueueConfig(**{**_fields(config), "members": (QueueMember("alice"), QueueMember("bob"))}),
-        now=6.0,
-    )
+    members = (QueueMember("alice"), QueueMember("bob"))
+    engine.configure_queue(dataclasses.replace(config, members=members), now=6.0)
     engine.agent_login("bob", 6.0)
     engine.agent_pause("bob", "lunch", 6.0)  # paused agents do not serve
     assert engine.estimated_wait("sales", 4, 6.0) == 480
@@ -214,7 +214,3 @@ def test_no_announcement_while_the_caller_is_ringing_an_agent() -> None:
     engine.handle_timer(39.0)
     assert announcements(engine.drain_actions()) == []
     assert engine.entry_kind("c1") is EntryKind.LIVE
-
-
-def _fields(config: QueueConfig) -> dict[str, object]:
-    return {name: getattr(config, name) for name in config.__dataclass_fields__}

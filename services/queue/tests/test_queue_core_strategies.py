@@ -311,3 +311,16 @@ def test_a_freed_shared_agent_takes_the_longest_waiting_caller_across_queues(
     engine.agent_unpause("shared", 5.0)
     offered = [a.call_id for a in engine.drain_actions() if isinstance(a, OfferCall)]
     assert offered == [winner]
+
+
+def test_logging_out_and_in_during_a_call_does_not_make_the_agent_free() -> None:
+    engine = shared_agent_engine()
+    engine.join("q1", "c1", "+1", 1.0)
+    engine.offer_accepted("c1", "shared", 2.0)
+    engine.agent_logout("shared", 3.0)
+    engine.agent_login("shared", 4.0)
+    assert engine.agent_status("shared") is AgentStatus.ON_CALL
+    engine.join("q2", "c2", "+2", 5.0)
+    assert offers(engine.drain_actions()) == []
+    engine.call_ended("shared", 6.0)
+    assert offers(engine.drain_actions()) == [("shared",)]

@@ -473,7 +473,11 @@ class QueueEngine:
         if agent.status is AgentStatus.LOGGED_OUT:
             agent.idle_since = now
             agent.pending_pause_reason = None
-            self._become_free(agent, now, after_call=False)
+            if agent.call is not None:
+                # Logged out and back in during a queue call: still on that call.
+                self._set_status(agent, AgentStatus.ON_CALL)
+            else:
+                self._become_free(agent, now, after_call=False)
         self._settle(now)
 
     def agent_logout(self, agent_id: str, now: float) -> None:
