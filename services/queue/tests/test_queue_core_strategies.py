@@ -317,6 +317,7 @@ def test_logging_out_and_in_during_a_call_does_not_make_the_agent_free() -> None
     engine = shared_agent_engine()
     engine.join("q1", "c1", "+1", 1.0)
     engine.offer_accepted("c1", "shared", 2.0)
+    engine.drain_actions()
     engine.agent_logout("shared", 3.0)
     engine.agent_login("shared", 4.0)
     assert engine.agent_status("shared") is AgentStatus.ON_CALL
