@@ -24,7 +24,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from .numbers import NumberClass, ResolvedNumber
-from .timeconditions import Weekday, load_zone, require_aware
+from .timeconditions import Weekday, load_zone, require_aware, weekday_numbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +35,15 @@ class TimeBand:
     start: time
     end: time
     price: Decimal
+    _day_numbers: frozenset[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_day_numbers", weekday_numbers(self.days))
 
     def covers(self, local: datetime) -> bool:
-        if local.weekday() not in {day.number for day in self.days}:
+        if local.weekday() not in self._day_numbers:
             return False
-        wall = local.time().replace(tzinfo=None)
+        wall = local.time()
         if self.start < self.end:
             return self.start <= wall < self.end
         return wall >= self.start or wall < self.end
@@ -103,25 +107,38 @@ class RateIndex:
     def __len__(self) -> int:
         return len(self._by_prefix)
 
+    @property
+    def trunk_ids(self) -> tuple[str, ...]:
+        return self._trunk_ids
+
     def longest_matches(self, digits: str) -> dict[str, tuple[str, Tariff]]:
         """For every trunk with a matching prefix: its longest prefix and that tariff."""
-        found: dict[int, tuple[str, Tariff]] = {}
-        wanted = len(self._trunk_ids)
+        return {
+            self._trunk_ids[trunk]: (prefix, tariff)
+            for trunk, prefix, tariff in self.longest_by_position(digits)
+        }
+
+    def longest_by_position(self, digits: str) -> list[tuple[int, str, Tariff]]:
+        """Like `longest_matches`, keyed by trunk position (the router's hot path)."""
+        found: list[tuple[int, str, Tariff]] = []
+        seen = 0  # bit set of trunk positions already matched
+        wanted = (1 << len(self._trunk_ids)) - 1
         get = self._by_prefix.get
         size = len(digits)
         for length in self._lengths:
             if length > size:
                 continue
-            prefix = digits[:length]
-            entries = get(prefix)
+            entries = get(digits[:length])
             if entries is None:
                 continue
             for trunk, tariff in entries:
-                if trunk not in found:
-                    found[trunk] = (prefix, tariff)
-            if len(found) == wanted:
+                bit = 1 << trunk
+                if not seen & bit:
+                    seen |= bit
+                    found.append((trunk, digits[:length], tariff))
+            if seen == wanted:
                 break
-        return {self._trunk_ids[trunk]: match for trunk, match in found.items()}
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +165,10 @@ class LeastCostRouter:
     trunks: tuple[Trunk, ...]
     rates: RateIndex
     _zones: dict[str, ZoneInfo] = field(init=False, repr=False)
-    _by_id: dict[str, Trunk] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._by_id = {trunk.id: trunk for trunk in self.trunks}
+        if self.rates.trunk_ids != tuple(trunk.id for trunk in self.trunks):
+            raise ValueError("the rate index must list the router's trunks in the same order")
         self._zones = {trunk.id: load_zone(trunk.timezone) for trunk in self.trunks}
         prefixes = [t.selection_prefix for t in self.trunks if t.selection_prefix]
         for prefix in prefixes:
@@ -187,21 +204,24 @@ class LeastCostRouter:
                 f"not allowed for permission class {permission.name.lower()}"
             )
             return LcrDecision((), (), why, why)
-        matches = self.rates.longest_matches(number.digits)
-        if forced_trunk is not None:
-            matches = {k: v for k, v in matches.items() if k == forced_trunk}
         candidates: list[tuple[Decimal, int, str, TrunkRoute]] = []
         skipped: list[str] = []
-        for trunk_id, (prefix, tariff) in matches.items():
-            trunk = self._by_id[trunk_id]
-            in_use = channels_in_use.get(trunk_id, 0)
-            if trunk.channel_limit is not None and in_use >= trunk.channel_limit:
-                skipped.append(f"{trunk_id} at channel limit {in_use}/{trunk.channel_limit}")
+        for position, prefix, tariff in self.rates.longest_by_position(number.digits):
+            trunk = self.trunks[position]
+            if forced_trunk is not None and trunk.id != forced_trunk:
                 continue
-            price = tariff.price_at(now.astimezone(self._zones[trunk_id]))
-            candidates.append(
-                (price, trunk.preference, trunk_id, TrunkRoute(trunk_id, prefix, price))
+            in_use = channels_in_use.get(trunk.id, 0)
+            if trunk.channel_limit is not None and in_use >= trunk.channel_limit:
+                skipped.append(f"{trunk.id} at channel limit {in_use}/{trunk.channel_limit}")
+                continue
+            # Most tariffs are flat; convert to the trunk's zone only when a band may apply.
+            price = (
+                tariff.price_at(now.astimezone(self._zones[trunk.id]))
+                if tariff.bands
+                else tariff.price
             )
+            route = TrunkRoute(trunk.id, prefix, price)
+            candidates.append((price, trunk.preference, trunk.id, route))
         candidates.sort(key=lambda c: (c[0], c[1], c[2]))
         routes = tuple(c[3] for c in candidates)
         skipped_note = f"; skipped {', '.join(sorted(skipped))}" if skipped else ""

@@ -39,6 +39,10 @@ class Weekday(StrEnum):
 _WEEKDAY_NUMBERS = {day: position for position, day in enumerate(Weekday)}
 
 
+def weekday_numbers(days: tuple[Weekday, ...]) -> frozenset[int]:
+    return frozenset(_WEEKDAY_NUMBERS[day] for day in days)
+
+
 WORKDAYS = (Weekday.MON, Weekday.TUE, Weekday.WED, Weekday.THU, Weekday.FRI)
 
 
@@ -66,12 +70,16 @@ class WeeklyRule:
     days: tuple[Weekday, ...]
     start: time
     end: time
+    _day_numbers: frozenset[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_day_numbers", weekday_numbers(self.days))
 
     def covers(self, local: datetime) -> bool:
-        wall = local.time().replace(tzinfo=None)
+        wall = local.time()
         today = local.weekday()
         yesterday = (today - 1) % 7
-        indices = {day.number for day in self.days}
+        indices = self._day_numbers
         if self.start < self.end:
             return today in indices and self.start <= wall < self.end
         # Overnight (or full-day) rule: the evening part belongs to the listed day, the early
