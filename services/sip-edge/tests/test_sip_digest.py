@@ -265,3 +265,14 @@ def test_client_selects_strongest_challenge_and_rejects_short_secret() -> None:
         select_challenge(['Basic realm="x"'])
     with pytest.raises(ValueError, match="16 bytes"):
         DigestAuthenticator(REALM, b"short")
+
+
+def test_non_ascii_response_is_invalid_not_a_crash() -> None:
+    # Found by the fuzz target: hmac.compare_digest refuses non-ASCII str.
+    server = DigestAuthenticator(REALM, SECRET)
+    nonce = server.make_nonce(T0)
+    credentials = parse_credentials(
+        f'Digest username="101", realm="{REALM}", nonce="{nonce}", uri="sip:x", response="é"'
+    )
+    result = server.verify(credentials, method="REGISTER", ha1="0" * 32, now=T0)
+    assert result.outcome is AuthOutcome.INVALID

@@ -355,7 +355,10 @@ class DigestAuthenticator:
             nc=credentials.nc,
             cnonce=credentials.cnonce,
         )
-        response_ok = hmac.compare_digest(expected, credentials.response)
+        # Bytes: compare_digest refuses non-ASCII str, and the header is client-controlled.
+        response_ok = hmac.compare_digest(
+            expected.encode(), credentials.response.encode("utf-8", "surrogateescape")
+        )
         if credentials.realm != self.realm:
             return AuthResult(AuthOutcome.INVALID, "wrong realm")
         if algorithm not in self.algorithms:
