@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+import pytest
 from callmesh_queue.core import (
     Action,
     ApologizeAndOfferVoicemail,
@@ -15,6 +16,7 @@ from callmesh_queue.core import (
     DialCustomer,
     EntryKind,
     GiveUpReason,
+    InvalidTransition,
     OfferCall,
     OverflowCall,
     PlayAnnouncement,
@@ -190,6 +192,9 @@ def test_callbacks_can_be_switched_off_and_cancelled() -> None:
     engine = engine_with_three_waiting(callbacks_enabled=False)
     assert not engine.request_callback("c1", 5.0)
     assert engine.entry_kind("c1") is EntryKind.LIVE
+    with pytest.raises(InvalidTransition):
+        engine.join("support", "form", "+5", 5.0, callback_number="+5")
+    assert engine.waiting("support") == ["c1", "c2", "c3"]
     engine = engine_with_three_waiting()
     assert engine.request_callback("c1", 5.0)
     assert not engine.request_callback("c1", 6.0)  # already a callback

@@ -224,6 +224,8 @@ class QueueEngine:
         if call_id in self._entries:
             raise DuplicateCall(f"call {call_id!r} is already waiting")
         cfg = state.config
+        if callback_number is not None and not cfg.callbacks_enabled:
+            raise InvalidTransition(f"queue {queue_id!r} does not take callback requests")
         klass = state.ordering.priority_class(caller_number, priority, cfg.priority_callers)
         serving, _ = self._agent_counts(state)
         if cfg.reject_when_no_agents and serving == 0:
@@ -261,8 +263,6 @@ class QueueEngine:
         self._reschedule_announce(entry)
         self._ready_entries.append(call_id)
         if callback_number is not None:
-            if not cfg.callbacks_enabled:
-                raise InvalidTransition(f"queue {queue_id!r} does not take callback requests")
             self._make_callback(state, entry, callback_number, now)
         self._settle(now)
         return JoinResult(True, position, whole_seconds(wait), music=cfg.music)
