@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import random
 
+import numpy as np
 import pytest
 from callmesh_media.rtp import (
     LearningPolicy,
@@ -11,6 +12,7 @@ from callmesh_media.rtp import (
     RemoteReport,
     RemoteSaidBye,
     RemoteSsrcChanged,
+    RtcpDue,
     RtpLeg,
     RtpPacket,
     RtpTimedOut,
@@ -120,7 +122,13 @@ def test_learning_window_also_closes_with_time() -> None:
 
 
 def test_inactivity_timeout_is_reported_once_per_silence() -> None:
-    leg = RtpLeg(local_ssrc=1, signalled_address=PHONE, now=100.0, inactivity_timeout=10.0)
+    leg = RtpLeg(
+        local_ssrc=1,
+        signalled_address=PHONE,
+        now=100.0,
+        inactivity_timeout=10.0,
+        rtcp_interval=None,
+    )
     assert leg.get_timer() == 110.0
     leg.receive_datagram(media(1, 0), PHONE, 101.0)
     assert leg.get_timer() == 111.0
@@ -133,6 +141,30 @@ def test_inactivity_timeout_is_reported_once_per_silence() -> None:
     assert drain(leg) == []
     leg.receive_datagram(media(2, 160), PHONE, 201.0)  # media resumes: re-armed
     assert leg.get_timer() == 211.0
+
+
+def test_rtcp_is_due_at_randomised_intervals() -> None:
+    leg = RtpLeg(
+        local_ssrc=1,
+        signalled_address=PHONE,
+        now=0.0,
+        inactivity_timeout=None,
+        rng=random.Random(42),
+    )
+    due_at = []
+    now = 0.0
+    while now < 300.0:
+        timer = leg.get_timer()
+        assert timer is not None and timer > now
+        now = timer
+        leg.handle_timer(now)
+        if any(isinstance(e, RtcpDue) for e in drain(leg)):
+            due_at.append(now)
+    gaps = np.diff(due_at)
+    assert 1.25 <= due_at[0] <= 3.75  # the first report comes after half an interval
+    assert gaps.min() >= 2.5 and gaps.max() <= 7.5
+    assert gaps.mean() == pytest.approx(5.0, rel=0.15)
+    assert gaps.std() > 0.5  # really randomised, not a fixed period
 
 
 def test_malformed_datagrams_are_counted_not_raised() -> None:
@@ -230,7 +262,12 @@ def test_rtcp_reports_carry_loss_jitter_and_give_round_trip_time() -> None:
     assert report.round_trip_time == pytest.approx(0.060, abs=1e-3)
     assert report.fraction_lost == pytest.approx(0.1, abs=0.01)
     assert 0 < report.jitter_samples < 0.004 * 8000
-    assert ours.statistics().round_trip_time == report.round_trip_time
+    stats = ours.statistics()
+    assert stats.round_trip_time == report.round_trip_time
+    # What they told us about our stream becomes this leg's outbound quality.
+    assert stats.remote_fraction_lost == report.fraction_lost
+    assert stats.outbound_quality is not None
+    assert stats.outbound_quality.mos < stats.quality.mos  # we lost 10%, they lost nothing
 
 
 def test_leg_sends_sr_when_sending_and_rr_when_only_receiving() -> None:

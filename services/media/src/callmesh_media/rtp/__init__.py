@@ -21,6 +21,7 @@ from callmesh_media.rtp.session import (
     RemoteReport,
     RemoteSaidBye,
     RemoteSsrcChanged,
+    RtcpDue,
     RtpLeg,
     RtpTimedOut,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "RemoteSaidBye",
     "RemoteSsrcChanged",
     "RtcpBye",
+    "RtcpDue",
     "RtcpReceiverReport",
     "RtcpReportBlock",
     "RtcpSenderReport",

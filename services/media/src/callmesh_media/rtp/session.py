@@ -9,6 +9,7 @@ timeout and a MOS estimate. It never reads a clock or touches a socket.
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ from callmesh_media.rtp.rtcp import (
 from callmesh_media.rtp.statistics import ReceptionStatistics
 
 DEFAULT_INACTIVITY_TIMEOUT = 30.0
+# RFC 3550's 5 s minimum suits a two-party leg's tiny RTCP bandwidth.
+DEFAULT_RTCP_INTERVAL = 5.0
 # How many SR send times we remember to match LSR echoes for round-trip time.
 _SR_HISTORY = 8
 
@@ -71,7 +74,14 @@ class RemoteReport:
     round_trip_time: float | None
 
 
-LegEvent = RemoteAddressLearned | RemoteSsrcChanged | RtpTimedOut | RemoteSaidBye | RemoteReport
+@dataclass(frozen=True, slots=True)
+class RtcpDue:
+    """Time to send a report: call :meth:`RtpLeg.build_rtcp` and send it to the far end."""
+
+
+LegEvent = (
+    RemoteAddressLearned | RemoteSsrcChanged | RtpTimedOut | RemoteSaidBye | RemoteReport | RtcpDue
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +96,11 @@ class LegStatistics:
     dropped_foreign_source: int
     malformed_packets: int
     round_trip_time: float | None
-    quality: QualityEstimate
+    quality: QualityEstimate  # of what this leg receives
+    # What the far end reports about the stream we send it (None until a report arrives).
+    remote_fraction_lost: float | None
+    remote_jitter_ms: float | None
+    outbound_quality: QualityEstimate | None
 
 
 class RtpLeg:
@@ -100,6 +114,8 @@ class RtpLeg:
         cname: str = "callmesh",
         learning: LearningPolicy | None = None,
         inactivity_timeout: float | None = DEFAULT_INACTIVITY_TIMEOUT,
+        rtcp_interval: float | None = DEFAULT_RTCP_INTERVAL,
+        rng: random.Random | None = None,
         initial_sequence: int = 0,
         initial_timestamp: int = 0,
     ) -> None:
@@ -111,6 +127,14 @@ class RtpLeg:
             local_ssrc, initial_sequence, initial_timestamp, clock_rate
         )
         self.inactivity_timeout = inactivity_timeout
+        self.rtcp_interval = rtcp_interval
+        # RFC 3550 §6.3.5: randomise each interval (x0.5..1.5) so legs started together do not
+        # report in lock-step. Injected so tests are reproducible.
+        self._rng = rng or random.Random()
+        self._next_rtcp_at: float | None = (
+            None if rtcp_interval is None else now + self._randomised(rtcp_interval) / 2
+        )
+        self._remote_report: RemoteReport | None = None
         self.remote_ssrc: int | None = None
         self._reception: ReceptionStatistics | None = None
         self._events: deque[LegEvent] = deque()
@@ -206,14 +230,14 @@ class RtpLeg:
                 rtt = now - sent_at - block.delay_since_last_sr / 65536.0
                 if rtt >= 0:
                     self.round_trip_time = rtt
-            self._events.append(
-                RemoteReport(
-                    fraction_lost=block.fraction_lost / 256.0,
-                    packets_lost=block.packets_lost,
-                    jitter_samples=block.jitter,
-                    round_trip_time=self.round_trip_time,
-                )
+            report = RemoteReport(
+                fraction_lost=block.fraction_lost / 256.0,
+                packets_lost=block.packets_lost,
+                jitter_samples=block.jitter,
+                round_trip_time=self.round_trip_time,
             )
+            self._remote_report = report
+            self._events.append(report)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -281,16 +305,28 @@ class RtpLeg:
 
     # -- timers and events -----------------------------------------------------------------
 
-    def get_timer(self) -> float | None:
+    def _randomised(self, interval: float) -> float:
+        return interval * self._rng.uniform(0.5, 1.5)
+
+    def _inactivity_deadline(self) -> float | None:
         if self.inactivity_timeout is None or self._timed_out:
             return None
         return self._last_received + self.inactivity_timeout
 
+    def get_timer(self) -> float | None:
+        """The earliest time :meth:`handle_timer` has something to do, or None."""
+        deadlines = [t for t in (self._inactivity_deadline(), self._next_rtcp_at) if t is not None]
+        return min(deadlines) if deadlines else None
+
     def handle_timer(self, now: float) -> None:
-        deadline = self.get_timer()
+        deadline = self._inactivity_deadline()
         if deadline is not None and now >= deadline:
             self._timed_out = True
             self._events.append(RtpTimedOut(silent_for=now - self._last_received))
+        if self._next_rtcp_at is not None and now >= self._next_rtcp_at:
+            assert self.rtcp_interval is not None
+            self._next_rtcp_at = now + self._randomised(self.rtcp_interval)
+            self._events.append(RtcpDue())
 
     def next_event(self) -> LegEvent | None:
         return self._events.popleft() if self._events else None
@@ -307,6 +343,13 @@ class RtpLeg:
             jitter_ms = 1000.0 * self._reception.jitter / self.clock_rate
         loss_fraction = lost / expected if expected else 0.0
         one_way_ms = 1000.0 * self.round_trip_time / 2 if self.round_trip_time else 0.0
+        remote_fraction_lost: float | None = None
+        remote_jitter_ms: float | None = None
+        outbound_quality: QualityEstimate | None = None
+        if self._remote_report is not None:
+            remote_fraction_lost = self._remote_report.fraction_lost
+            remote_jitter_ms = 1000.0 * self._remote_report.jitter_samples / self.clock_rate
+            outbound_quality = estimate_quality(one_way_ms, remote_fraction_lost, remote_jitter_ms)
         return LegStatistics(
             packets_received=received,
             packets_expected=expected,
@@ -319,4 +362,7 @@ class RtpLeg:
             malformed_packets=self.malformed_packets,
             round_trip_time=self.round_trip_time,
             quality=estimate_quality(one_way_ms, loss_fraction, jitter_ms),
+            remote_fraction_lost=remote_fraction_lost,
+            remote_jitter_ms=remote_jitter_ms,
+            outbound_quality=outbound_quality,
         )
