@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import grpc
 import pytest
-from callmesh_core.config import ServiceSettings, load_settings
+from callmesh_core.config import ServiceSettings, env_var_name, load_settings
 from callmesh_devstack.stack import Stack
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -108,21 +108,26 @@ async def _health(port: int) -> int | None:
         return None
 
 
+def _port_variables(package: str) -> dict[str, str]:
+    """A free port for every `CALLMESH_*_PORT` the service reads (gRPC, HTTP, the api's REST,
+    SIP once wired), so the test never collides with `make run` or a parallel test."""
+    return {
+        env_var_name(field_name): str(_free_port())
+        for field_name in _settings_type(package).model_fields
+        if field_name.endswith("_port")
+    }
+
+
 async def _start_and_stop(package: str, stack_env: dict[str, str]) -> StartOutcome:
-    grpc_port, http_port = _free_port(), _free_port()
+    ports = _port_variables(package)
+    grpc_port, http_port = int(ports["CALLMESH_GRPC_PORT"]), int(ports["CALLMESH_HTTP_PORT"])
     outcome = StartOutcome()
     began = time.monotonic()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         package,
-        env=_environment(
-            CALLMESH_GRPC_PORT=str(grpc_port),
-            CALLMESH_HTTP_PORT=str(http_port),
-            # The api also serves its REST API on a port of its own.
-            CALLMESH_API_HTTP_PORT=str(_free_port()),
-            **stack_env,
-        ),
+        env=_environment(**ports, **stack_env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -178,7 +183,7 @@ def test_service_serves_health_and_stops_cleanly_on_sigterm(
     assert events[-3:] == ["ready", "draining", "stopped"], log
     assert events.count("ready") == 1, log
     ready_line = outcome.stderr_lines[events.index("ready")]
-    assert f"service={name} " in ready_line
+    assert all(f" service={name} " in line for line in outcome.stderr_lines), log
     assert " event_loop=uvloop " in ready_line
 
 
@@ -226,7 +231,7 @@ async def test_a_busy_port_fails_start_up_with_a_logged_reason(busy: str) -> Non
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        ports = {"CALLMESH_GRPC_PORT": str(_free_port()), "CALLMESH_HTTP_PORT": str(_free_port())}
+        ports = _port_variables("callmesh_routing")
         ports[busy] = str(taken.getsockname()[1])
         exit_code, _, stderr = await _run_with("callmesh_routing", **ports)
     assert exit_code == 1

@@ -19,7 +19,7 @@ from callmesh_core.db import claim_event
 from callmesh_core.http import HealthHttpServer, Readiness
 from callmesh_core.kafka import ConsumedEvent, ensure_topics
 from callmesh_core.logging import EventLogger
-from callmesh_core.service import Service, ServiceContext
+from callmesh_core.service import Service, ServiceContext, StartupError, redact_dsn
 from google.protobuf.wrappers_pb2 import StringValue
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, Counter
@@ -225,3 +225,23 @@ async def test_context_wires_postgres_and_kafka_and_closes_them(
     finally:
         await service.drain_and_stop()
     assert wired["pool"].is_closing()
+
+
+async def test_missing_database_fails_start_up_naming_it_without_the_password() -> None:
+    settings = _settings(
+        CALLMESH_POSTGRES_DSN=f"postgresql://callmesh:hunter2@127.0.0.1:{free_port()}/callmesh"
+    )
+
+    async def build(ctx: ServiceContext[DemoSettings]) -> None:
+        await ctx.postgres(schema="demo")
+
+    service = Service(settings, build, log=EventLogger(logging.getLogger("callmesh.test.svc")))
+    with pytest.raises(StartupError) as caught:
+        await service.start()
+    assert str(caught.value).startswith("PostgreSQL at postgresql://callmesh:***@127.0.0.1:")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_redact_dsn() -> None:
+    assert redact_dsn("postgresql://u:p%40ss@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact_dsn("postgresql://u@h/db") == "postgresql://u@h/db"

@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,21 @@ if TYPE_CHECKING:
     )
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+class StartupError(Exception):
+    """A dependency the service needs to start is missing; the message names it."""
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, fit for a log line."""
+    parts = urllib.parse.urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 Hook = Callable[[], Awaitable[None]]
 
 EXIT_OK = 0
@@ -94,12 +110,20 @@ class ServiceContext(Generic[SettingsT]):
 
         `migrations` is the service package name (its `migrations/` directory) or a path.
         """
+        import asyncpg
+
         from callmesh_core.db import create_pool, migrate
 
-        if migrations is not None:
-            applied = await migrate(self.settings.postgres_dsn, schema, migrations)
-            self.log.info("migrations_applied", schema=schema, versions=applied or "none")
-        pool = await create_pool(self.settings.postgres_dsn, schema=schema, max_size=max_size)
+        dsn = self.settings.postgres_dsn
+        try:
+            if migrations is not None:
+                applied = await migrate(dsn, schema, migrations)
+                self.log.info("migrations_applied", schema=schema, versions=applied or "none")
+            pool = await create_pool(dsn, schema=schema, max_size=max_size)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StartupError(
+                f"PostgreSQL at {redact_dsn(dsn)}: {type(exc).__name__}: {exc}"
+            ) from exc
 
         async def check() -> str | None:
             async with pool.acquire(timeout=1.0) as connection:
@@ -115,6 +139,8 @@ class ServiceContext(Generic[SettingsT]):
 
     async def kafka_producer(self) -> EventProducer:
         """A started idempotent producer, flushed and closed on shutdown."""
+        from aiokafka.errors import KafkaError
+
         from callmesh_core.kafka import EventProducer
 
         producer = EventProducer(
@@ -122,7 +148,14 @@ class ServiceContext(Generic[SettingsT]):
             tracer=self.tracer,
             client_id=f"callmesh-{self.settings.service_name}-{self.settings.replica_id}",
         )
-        await producer.start()
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise StartupError(
+                f"Kafka at {self.settings.kafka_bootstrap_servers}: {type(exc).__name__}: {exc}"
+            ) from exc
         self.on_close(producer.stop)
         return producer
 
@@ -136,6 +169,8 @@ class ServiceContext(Generic[SettingsT]):
         dlq_producer: EventProducer,
     ) -> EventConsumer[MessageT]:
         """A started consumer loop; stopped (after finishing its record) on shutdown."""
+        from aiokafka.errors import KafkaError
+
         from callmesh_core.kafka import ConsumerMetrics, EventConsumer
 
         if self._kafka_metrics is None:  # one set per registry, shared by all consumers
@@ -154,7 +189,14 @@ class ServiceContext(Generic[SettingsT]):
             metrics=self._kafka_metrics,
             client_id=f"callmesh-{self.settings.service_name}-{self.settings.replica_id}",
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise StartupError(
+                f"Kafka at {self.settings.kafka_bootstrap_servers}: {type(exc).__name__}: {exc}"
+            ) from exc
         self.on_close(consumer.stop)
         return consumer
 
@@ -301,7 +343,8 @@ async def serve(service: Service[SettingsT]) -> int:
         try:
             await service.start()
         except Exception as exc:
-            service.log.error("startup_failed", error=f"{type(exc).__name__}: {exc}")
+            reason = str(exc) if isinstance(exc, StartupError) else f"{type(exc).__name__}: {exc}"
+            service.log.error("startup_failed", error=reason)
             await _stop_quietly(service)
             return EXIT_STARTUP_FAILED
         await service.stop_requested.wait()
