@@ -368,3 +368,19 @@ def test_a_source_that_starts_at_once_does_not_overlap_the_previous_packet() -> 
     first = rewriter.rewrite(RtpPacket(0, 9, 0, 0xB, PAYLOAD), 0.041)
     assert first is not None
     assert first.timestamp == 3 * 160  # right after the last packet's 160 samples
+
+
+def test_only_well_formed_rtp_teaches_the_address() -> None:
+    leg = RtpLeg(local_ssrc=1, signalled_address=PHONE, now=0.0)
+    assert leg.receive_datagram(media(1, 0), PHONE, 0.0) is not None
+    # Same IP, other port, inside the window: garbage and RTCP must not move the stream.
+    assert leg.receive_datagram(b"\x80\x00garbage", ("198.51.100.7", 9999), 0.1) is None
+    assert (
+        leg.receive_datagram(bytes.fromhex("80c9000100000abc"), ("198.51.100.7", 9999), 0.1) is None
+    )
+    assert leg.remote_address == PHONE
+    # Multiplexed RTCP from the learned address is taken.
+    assert leg.receive_datagram(bytes.fromhex("81cb000100000abc"), PHONE, 0.2) is None
+    assert any(isinstance(e, RemoteSaidBye) for e in drain(leg))
+    stats = leg.statistics()
+    assert (stats.malformed_packets, stats.dropped_foreign_source) == (1, 1)

@@ -52,6 +52,10 @@ class RemoteAddressLearner:
         self._packets_in_window = 0
         self._locked = False
 
+    def matches(self, source: Address) -> bool:
+        """Whether ``source`` is the far end, without learning from it (for RTCP)."""
+        return source == self.remote if self.learned else source[0] == self.signalled[0]
+
     def accept(self, source: Address, now: float) -> bool:
         """Decide whether a packet from ``source`` belongs to this leg; learn if allowed."""
         if self._locked or self._window_closed(now):

@@ -165,21 +165,25 @@ class RtpLeg:
         """Take one datagram from the RTP port; return the RTP packet if it is ours to use.
 
         RTCP multiplexed on the same port (RFC 5761) is consumed here and returns None.
+        Only well-formed RTP teaches the leg an address: garbage and RTCP never move it.
         """
-        was_learned = self.learner.learned
-        previous_remote = self.learner.remote
-        if not self.learner.accept(source, now):
-            return None
-        if self.learner.remote != previous_remote or (self.learner.learned and not was_learned):
-            self._events.append(RemoteAddressLearned(self.learner.remote))
         if is_rtcp(data):
-            self._receive_rtcp(data, now)
+            if self.learner.matches(source):
+                self._receive_rtcp(data, now)
+            else:
+                self.learner.dropped_packets += 1
             return None
         try:
             packet = RtpPacket.parse(data)
         except RtpParseError:
             self.malformed_packets += 1
             return None
+        was_learned = self.learner.learned
+        previous_remote = self.learner.remote
+        if not self.learner.accept(source, now):
+            return None
+        if self.learner.remote != previous_remote or (self.learner.learned and not was_learned):
+            self._events.append(RemoteAddressLearned(self.learner.remote))
         self._last_received = now
         self._timed_out = False
         if packet.ssrc != self.remote_ssrc:
