@@ -445,3 +445,43 @@ def test_internal_calls(
     )
     assert unanswered.verbs[-1] == Voicemail("101" if dialled == "101" else "sales")
     assert unanswered.verbs[0] == Answer()
+
+
+def test_callback_needs_a_caller_number(tenant: TenantConfig) -> None:
+    decisions = _walk(tenant, [GatherResult("3")], LiveView(), caller="anonymous")
+    assert decisions[1].verbs == (Hangup("no number to call back", 480),)
+    assert "callback impossible: caller number unknown" in decisions[1].reasons
+
+
+def test_a_result_that_does_not_fit_falls_back(tenant: TenantConfig) -> None:
+    first = plan(tenant, inbound(), OFFICE_HOURS, LiveView())  # waiting for menu digits
+    odd = resume(
+        tenant, inbound(), OFFICE_HOURS, LiveView(), first.state, QueueResult(QueueOutcome.FULL)
+    )
+    assert odd.verbs == (Play("technical-difficulties"), Voicemail("general"))
+    assert odd.reasons == (
+        "unexpected QueueResult while waiting for menu; fell back to the default route",
+    )
+
+
+def test_icm_ignores_employees_who_left_and_excluded_callers(demo_tenant_data: DemoData) -> None:
+    data = demo_tenant_data()
+    data["scenarios"][0]["steps"]["operator"]["policy"] = {
+        "window_days": 30,
+        "excluded_callers": ["7495"],
+        "also_mobile": True,
+    }
+    tenant = TenantConfig.from_dict(data)
+    history = CallHistory()
+    history.record(CALLER, "104", OFFICE_HOURS - timedelta(days=2))
+    history.record(CALLER, "199", OFFICE_HOURS - timedelta(days=1))  # has left the company
+    history.record("+74951234567", "104", OFFICE_HOURS - timedelta(days=1))
+    live = LiveView(icm_sources=(history,))
+    decisions = _walk(tenant, [GatherResult("0")], live)
+    mobile = DialLeg("+79161110104", TargetKind.NUMBER, 0, 20)
+    assert decisions[1].verbs == (Dial((ext("104", 0, 20), mobile), 20, "icm"),)
+    # 199 talked to the caller more recently but no longer exists; 104 is next.
+    assert "ICM: last talked to 104 on 2026-11-21 (history)" in decisions[1].reasons
+    excluded = _walk(tenant, [GatherResult("0")], live, caller="+74951234567")
+    assert "ICM: caller excluded by '7495'" in excluded[1].reasons
+    assert excluded[1].verbs == (Dial((ext("101", 0, 30),), 30, "single"),)

@@ -259,3 +259,55 @@ def test_tenant_directory_shape_errors_have_paths(demo_tenant_data: DemoData) ->
     data["directory"]["time_conditions"][0]["timezone"] = "Mars/Base"
     with pytest.raises(LoadError, match=r"directory\.time_conditions\.0: unknown time zone"):
         TenantConfig.from_dict(data)
+
+
+def test_list_routes_count_as_edges_and_must_exist(demo_tenant_data: DemoData) -> None:
+    data = demo_tenant_data()
+    data["directory"]["lists"][0]["entries"].append(
+        {"mask": "=74950000000", "action": "route", "target": "vip"}
+    )
+    steps = data["scenarios"][0]["steps"]
+    # Reachable only through the list: not reported as unreachable.
+    steps["vip"] = {"kind": "extension", "extension": "104"}
+    assert TenantConfig.from_dict(data).problems() == []
+    del steps["vip"]
+    with pytest.raises(LoadError) as caught:
+        TenantConfig.from_dict(data)
+    assert [(p.path, p.message) for p in caught.value.problems] == [
+        ("scenarios.0.steps.screen.list", "list 'blacklist' routes to unknown step 'vip'")
+    ]
+
+
+def test_bad_icm_exclusion_mask_is_a_load_problem() -> None:
+    with pytest.raises(LoadError) as caught:
+        Scenario.from_dict(
+            {
+                "id": "s",
+                "start": "icm",
+                "steps": {
+                    "icm": {
+                        "kind": "icm",
+                        "next": "bye",
+                        "policy": {"excluded_callers": ["7812", "78[12"], "window_days": 7},
+                    },
+                    "bye": {"kind": "hangup"},
+                },
+            }
+        )
+    assert [str(p) for p in caught.value.problems] == [
+        "steps.icm.policy: unclosed '[' at position 2 in '78[12'"
+    ]
+
+
+def test_tenant_option_types_are_checked(demo_tenant_data: DemoData) -> None:
+    data = demo_tenant_data()
+    data["allow_outside_numbers_from_menu"] = "yes"
+    data["failure_prompt"] = ""
+    data["surprise"] = 1
+    with pytest.raises(LoadError) as caught:
+        TenantConfig.from_dict(data)
+    assert {p.path for p in caught.value.problems} == {
+        "allow_outside_numbers_from_menu",
+        "failure_prompt",
+        "surprise",
+    }

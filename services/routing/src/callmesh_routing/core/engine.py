@@ -83,6 +83,11 @@ MAX_STEPS_PER_DECISION = 32
 MAX_STEPS_PER_CALL = 400
 # Longest outside number keyed into a menu when the tenant allows outside numbers there.
 MAX_OUTSIDE_DIGITS = 16
+# Ring times where the configuration names none: a user reached by short number, a number
+# reached as a no-answer action, and a user's own outside call (the far end decides sooner).
+EXTENSION_RING_SECONDS = 30
+FORWARD_RING_SECONDS = 30
+OUTBOUND_RING_SECONDS = 120
 
 
 class Origin(StrEnum):
@@ -344,11 +349,14 @@ class _Walk:
                 then = f"step:{step.on_no_answer}" if step.on_no_answer else "hangup"
                 return self.forward(step.number, step.ring_seconds, then)
             case CallbackRequestStep():
+                if self.caller is None:
+                    # Anonymous or unreadable caller ID: promising a callback would be a lie.
+                    self.reasons.append("callback impossible: caller number unknown")
+                    return self.hangup("no number to call back")
                 self.answer()
                 self.verbs.append(Play(step.prompt))
-                number = self.caller.canonical if self.caller else self.call.caller
-                self.verbs.append(CallbackRequest(number, step.queue))
-                self.reasons.append(f"callback requested for {number}")
+                self.verbs.append(CallbackRequest(self.caller.canonical, step.queue))
+                self.reasons.append(f"callback requested for {self.caller.canonical}")
                 return self.hangup("callback requested", 200)
             case HangupStep():
                 if step.prompt:
@@ -497,7 +505,7 @@ class _Walk:
             if follow_me is not None:
                 plan = plan_follow_me(follow_me, self.live.presence)
                 return self.dial_plan(plan, user_then, f"follow-me of {user.extension}")
-            return self.dial_user(user.extension, 30, user_then)
+            return self.dial_user(user.extension, EXTENSION_RING_SECONDS, user_then)
         if short.kind is ShortNumberKind.RING_GROUP:
             return self.continue_with(f"group:{short.ref}", fallback_then=then)
         if short.kind is ShortNumberKind.QUEUE:
@@ -541,7 +549,7 @@ class _Walk:
             plan = plan_ring_group(group, self.live.presence)
             return self.dial_plan(plan, group_then, f"ring group {group.name!r}")
         if kind == "number":
-            return self.forward(ref, 30, "hangup")
+            return self.forward(ref, FORWARD_RING_SECONDS, "hangup")
         if kind == "message":
             self.answer()
             self.verbs.append(Play(ref))
@@ -611,8 +619,8 @@ def _plan_from_user(
     walk.state.waiting = _Waiting.OUTBOUND
     if tenant.lcr is None:
         walk.reasons.append("no LCR configured; default trunk")
-        leg = DialLeg(number.canonical, TargetKind.NUMBER, 0, 120)
-        walk.verbs.append(Dial((leg,), 120, "outbound"))
+        leg = DialLeg(number.canonical, TargetKind.NUMBER, 0, OUTBOUND_RING_SECONDS)
+        walk.verbs.append(Dial((leg,), OUTBOUND_RING_SECONDS, "outbound"))
         return walk.decision()
     lcr = tenant.lcr.route(number, walk.now, live.trunk_channels, permission, forced)
     walk.reasons.append(lcr.reason)
@@ -620,8 +628,8 @@ def _plan_from_user(
         status = 403 if number.number_class > permission else 503
         walk.hangup("not permitted" if status == 403 else "no route", status)
         return walk.decision()
-    leg = DialLeg(number.canonical, TargetKind.NUMBER, 0, 120, lcr.trunk_order)
-    walk.verbs.append(Dial((leg,), 120, "outbound"))
+    leg = DialLeg(number.canonical, TargetKind.NUMBER, 0, OUTBOUND_RING_SECONDS, lcr.trunk_order)
+    walk.verbs.append(Dial((leg,), OUTBOUND_RING_SECONDS, "outbound"))
     return walk.decision()
 
 
@@ -707,7 +715,7 @@ def _after_menu(walk: _Walk, raw_digits: str) -> str | _Stop:
             number = walk.tenant.numbering.resolve(digits)
             if number is not None and not number.is_internal:
                 walk.reasons.append(f"menu {menu.id!r}: caller dialled {number.canonical}")
-                return walk.forward(number.canonical, 30, f"menu:{menu.id}")
+                return walk.forward(number.canonical, FORWARD_RING_SECONDS, f"menu:{menu.id}")
     state.retries += 1
     timed_out = not digits
     what = "no input" if timed_out else f"invalid input {digits!r}"

@@ -97,6 +97,16 @@ class IcmPolicy:
     also_mobile: bool = False  # ring the employee's mobile alongside their extension
     excluded_callers: tuple[str, ...] = ()  # masks of callers ICM must not apply to
     excluded_employees: tuple[str, ...] = ()  # e.g. the receptionist who answers everyone
+    _excluded: MaskMatcher[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Compiled once with the policy, not per call; a bad mask fails loading here.
+        matcher = MaskMatcher((Mask.parse(m), m) for m in self.excluded_callers)
+        object.__setattr__(self, "_excluded", matcher)
+
+    def excluded_by(self, caller_digits: str) -> str | None:
+        hit = self._excluded.match(caller_digits)
+        return hit.payload if hit is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +129,9 @@ def decide_icm(
 ) -> IcmDecision:
     """Pick the employee for `caller` (E.164) or say why nobody was picked."""
     digits = caller.removeprefix("+")
-    if policy.excluded_callers:
-        matcher = MaskMatcher((Mask.parse(m), m) for m in policy.excluded_callers)
-        hit = matcher.match(digits)
-        if hit is not None:
-            return IcmDecision(None, (), None, None, f"ICM: caller excluded by {hit.payload!r}")
+    excluded_by = policy.excluded_by(digits)
+    if excluded_by is not None:
+        return IcmDecision(None, (), None, None, f"ICM: caller excluded by {excluded_by!r}")
     since = now - timedelta(days=policy.window_days)
     excluded = set(policy.excluded_employees)
     passed_over: list[str] = []

@@ -325,13 +325,27 @@ def validate(
         for rel, target in step_targets(step):
             if target not in steps:
                 problems.append(Problem(f"{base}.{rel}", f"unknown step {target!r}"))
-        problems.extend(_check_step(step, base, directory, plan))
-    problems.extend(_check_graph(scenario))
+        problems.extend(_check_step(step, base, steps, directory, plan))
+    problems.extend(_check_graph(scenario, directory))
     return problems
 
 
+def _list_routes(step: Step, directory: Directory | None) -> list[str]:
+    """Steps a list check may route listed callers to (edges only the directory knows)."""
+    if not isinstance(step, ListCheckStep) or directory is None:
+        return []
+    caller_list = directory.caller_list(step.list)
+    if caller_list is None:
+        return []
+    return [entry.target for entry in caller_list.entries if entry.target]
+
+
 def _check_step(
-    step: Step, base: str, directory: Directory | None, plan: NumberingPlan | None
+    step: Step,
+    base: str,
+    steps: Mapping[str, Step],
+    directory: Directory | None,
+    plan: NumberingPlan | None,
 ) -> Iterator[Problem]:
     def prompt(rel: str, name: str | None, required: bool) -> Iterator[Problem]:
         if name is None or name == "":
@@ -370,8 +384,14 @@ def _check_step(
                 except MaskError as exc:
                     yield Problem(f"{base}.routes.{index}.mask", str(exc))
         case ListCheckStep():
-            if directory is not None and directory.caller_list(step.list) is None:
+            caller_list = directory.caller_list(step.list) if directory is not None else None
+            if directory is not None and caller_list is None:
                 yield Problem(f"{base}.list", f"unknown list {step.list!r}")
+            for target in _list_routes(step, directory):
+                if target not in steps:
+                    yield Problem(
+                        f"{base}.list", f"list {step.list!r} routes to unknown step {target!r}"
+                    )
         case RingGroupStep():
             if directory is not None and directory.ring_group(step.group) is None:
                 yield Problem(f"{base}.group", f"unknown ring group {step.group!r}")
@@ -390,11 +410,6 @@ def _check_step(
             yield from positive("ring_seconds", step.ring_seconds)
             if step.policy.window_days <= 0:
                 yield Problem(f"{base}.policy.window_days", "must be a positive number of days")
-            for index, mask in enumerate(step.policy.excluded_callers):
-                try:
-                    Mask.parse(mask)
-                except MaskError as exc:
-                    yield Problem(f"{base}.policy.excluded_callers.{index}", str(exc))
         case QueueStep():
             if directory is not None and not directory.has_queue(step.queue):
                 yield Problem(f"{base}.queue", f"unknown queue {step.queue!r}")
@@ -421,10 +436,15 @@ def _is_exit(step: Step) -> bool:
     return isinstance(step, MenuStep) and (step.on_timeout is None or step.on_invalid is None)
 
 
-def _check_graph(scenario: Scenario) -> Iterator[Problem]:
+def _check_graph(scenario: Scenario, directory: Directory | None) -> Iterator[Problem]:
     steps = scenario.steps
     edges = {
-        step_id: [t for _, t in step_targets(step) if t in steps] for step_id, step in steps.items()
+        step_id: [
+            t
+            for t in [*(t for _, t in step_targets(step)), *_list_routes(step, directory)]
+            if t in steps
+        ]
+        for step_id, step in steps.items()
     }
     reachable: set[str] = set()
     pending = [scenario.start] if scenario.start in steps else []

@@ -131,13 +131,12 @@ class TenantConfig:
         ):
             problems.append(Problem("inbound", "expected an object of DID -> scenario id"))
             inbound = {}
-        options: dict[str, object] = {}
-        for key, kind in (("allow_outside_numbers_from_menu", bool), ("failure_prompt", str)):
-            if key in data:
-                if isinstance(data[key], kind):
-                    options[key] = data[key]
-                else:
-                    problems.append(Problem(key, f"expected {kind.__name__}"))
+        allow_outside = data.get("allow_outside_numbers_from_menu", False)
+        if not isinstance(allow_outside, bool):
+            problems.append(Problem("allow_outside_numbers_from_menu", "expected bool"))
+        failure_prompt = data.get("failure_prompt", "technical-difficulties")
+        if not isinstance(failure_prompt, str) or not failure_prompt:
+            problems.append(Problem("failure_prompt", "expected a non-empty string"))
         if problems:
             raise LoadError(problems)
         assert isinstance(tenant_id, str) and isinstance(default_scenario, str)
@@ -149,8 +148,9 @@ class TenantConfig:
             dict(inbound),
             numbering,
             directory,
+            allow_outside_numbers_from_menu=allow_outside is True,
+            failure_prompt=str(failure_prompt),
             lcr=lcr,
-            **options,  # type: ignore[arg-type]
         )
         if strict:
             problems = tenant.problems()
