@@ -119,6 +119,19 @@ def test_codes_survive_decode_then_encode() -> None:
     assert np.flatnonzero(again != ALL_CODES).tolist() == [0x7F]
 
 
+def test_double_transcoding_moves_a_code_by_at_most_one_step() -> None:
+    there_and_back = g711.ulaw_to_alaw(g711.alaw_to_ulaw(ALL_CODES))
+    changed = np.flatnonzero(there_and_back != ALL_CODES)
+    assert len(changed) == 16
+    before = g711.alaw_decode(ALL_CODES[changed]).astype(np.int64)
+    after = g711.alaw_decode(there_and_back[changed]).astype(np.int64)
+    levels = np.unique(g711.alaw_decode(ALL_CODES))
+    for b, a in zip(before.tolist(), after.tolist(), strict=True):
+        low, high = sorted((b, a))
+        assert low != high
+        assert not np.any((levels > low) & (levels < high))  # adjacent A-law levels
+
+
 @pytest.mark.parametrize("level", [-3.0, -10.0, -20.0, -30.0])
 def test_1khz_tone_through_pcmu_and_through_pcmu_to_pcma(level: float) -> None:
     reference = to_int16(tone([1000.0], level, 1.0))

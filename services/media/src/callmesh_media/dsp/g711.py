@@ -11,6 +11,11 @@ complement (``~x``), while the widely copied Sun Microsystems ``g711.c`` (and CP
 ``audioop``) negate it. They therefore disagree on some negative inputs that sit exactly on a
 quantisation boundary; A-law and both decoders agree everywhere. We follow the ITU.
 
+PCMU<->PCMA transcoding is one 256-entry lookup each way, built as "decode, then encode to
+the nearest level of the other law". That is not G.711's own conversion table (Tables 3/4 of
+the Recommendation, which trade a little accuracy for transparency): A->mu->A returns the
+original code for 240 of the 256 codes; the other 16 move by one quantisation step.
+
 Tables are immutable constants, built at import (a few milliseconds), not mutable state.
 Lookups use ``ndarray.take``, which is about twice as fast as fancy indexing here.
 """
