@@ -82,6 +82,23 @@ def test_digits_with_twist_within_limits(twist: float) -> None:
     assert detect(signal) == DTMF_DIGITS
 
 
+@pytest.mark.parametrize(
+    ("deviation", "accepted"), [(0.015, True), (-0.015, True), (0.035, False), (-0.035, False)]
+)
+def test_frequency_tolerance(deviation: float, accepted: bool) -> None:
+    # Q.24-style limits: tones within 1.5% must be accepted, tones 3.5% off rejected.
+    for digit in DTMF_DIGITS:
+        low, high = dtmf_frequencies(digit)
+        signal = np.concatenate(
+            [
+                np.zeros(400),
+                tone([low * (1 + deviation), high * (1 + deviation)], -15.0, 0.08),
+                np.zeros(400),
+            ]
+        )
+        assert detect(signal) == (digit if accepted else ""), digit
+
+
 def test_excessive_twist_and_too_quiet_tones_are_rejected() -> None:
     assert detect(dtmf_tone("1", 0.2, -15.0, twist_db=-12.0)) == ""
     assert detect(dtmf_tone("1", 0.2, -15.0, twist_db=+9.0)) == ""
