@@ -257,6 +257,8 @@ class EventConsumer(Generic[MessageT]):
                     timeout_ms=500, max_records=self.max_records_per_batch
                 )
                 for partition, records in batches.items():
+                    if self._stopping.is_set():
+                        break  # unprocessed records stay uncommitted and come back later
                     await self._process_partition(partition, records)
             except KafkaError as exc:
                 # Broker hiccups (leader moves, coordinator changes, a DLQ send that failed) are
