@@ -485,3 +485,21 @@ def test_icm_ignores_employees_who_left_and_excluded_callers(demo_tenant_data: D
     excluded = _walk(tenant, [GatherResult("0")], live, caller="+74951234567")
     assert "ICM: caller excluded by '7495'" in excluded[1].reasons
     assert excluded[1].verbs == (Dial((ext("101", 0, 30),), 30, "single"),)
+
+
+def test_failure_inside_the_default_route_ends_without_restarting_it(
+    demo_tenant_data: DemoData,
+) -> None:
+    data = demo_tenant_data()
+    data["directory"]["mailboxes"] = ["sales"]  # the default route's mailbox is gone
+    tenant = TenantConfig.from_dict(data, strict=False)
+    call = CallContext("c", Origin.TRUNK, CALLER, "+78120000000")  # no scenario: default
+    decision = plan(tenant, call, OFFICE_HOURS, LiveView())
+    assert decision.verbs == (
+        Answer(),
+        Play("technical-difficulties"),  # the default scenario's own greeting
+        Play("technical-difficulties"),  # the failure prompt
+        Hangup("routing failure", 500),
+    )
+    assert decision.reasons[-1] == "mailbox 'general' not found; default route failed too"
+    assert decision.finished

@@ -275,7 +275,8 @@ class _Walk:
     def fallback(self, why: str) -> str | _Stop:
         """Send the call to the tenant's default route; if that fails too, end politely."""
         default = self.tenant.scenario(self.tenant.default_scenario)
-        if self.state.fell_back or default is None:
+        # Restarting the default route from inside itself would only fail the same way.
+        if self.state.fell_back or default is None or self.state.scenario == default.id:
             self.reasons.append(f"{why}; default route failed too")
             self.answer()
             self.verbs.append(Play(self.tenant.failure_prompt))
@@ -650,7 +651,7 @@ def resume(
     """The next verbs after `result`, given the token of the previous decision."""
     state = _State.decode(state_token)
     if state is None:
-        walk = _Walk(tenant, call, now, live, _State(tenant.default_scenario))
+        walk = _Walk(tenant, call, now, live, _State(scenario=""))
         walk.state.answered = True  # unknown: assume answered so prompts are heard
         target = walk.fallback("unreadable state token")
         return walk.run(target) if isinstance(target, str) else walk.decision()
