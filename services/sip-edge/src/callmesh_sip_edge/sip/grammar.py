@@ -21,7 +21,6 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _WORD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+")
 # host = hostname / IPv4address / IPv6reference (kept permissive on label rules)
 _HOST_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?)")
-_LWS_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
 
 Params = dict[str, str | None]
 # name[=value] with optional LWS, value a token or host (the common case).
@@ -43,8 +42,21 @@ def is_host(text: str) -> bool:
 
 
 def unfold(text: str) -> str:
-    """Replace every folded line break (CRLF followed by SP/HTAB) by one SP."""
-    return _LWS_RE.sub(" ", text)
+    """Replace every folded line break (CRLF followed by SP/HTAB) by one SP.
+
+    Linear in the input (a regular expression with ``[ \t]*`` before the line
+    break is quadratic on long runs of blanks, which an attacker controls).
+    """
+    lines: list[list[str]] = []
+    for part in text.split("\r\n"):
+        if lines and part and part[0] in WHITESPACE:
+            pieces = lines[-1]
+            pieces[-1] = pieces[-1].rstrip(WHITESPACE)
+            pieces.append(" ")
+            pieces.append(part.lstrip(WHITESPACE))
+        else:
+            lines.append([part])
+    return "\r\n".join("".join(pieces) for pieces in lines)
 
 
 def parse_quoted_string(text: str, start: int) -> tuple[str, int]:

@@ -258,7 +258,9 @@ class Via:
     def rport(self) -> int | None:
         """The filled-in rport value, or ``None`` (also when present but empty)."""
         value = self.params.get("rport")
-        return int(value) if value is not None and value.isdigit() else None
+        if value is None or not (value.isascii() and value.isdigit() and len(value) <= 5):
+            return None
+        return int(value)
 
     @property
     def wants_rport(self) -> bool:

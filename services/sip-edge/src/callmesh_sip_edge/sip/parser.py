@@ -312,6 +312,9 @@ class StreamFramer:
         self._limits = limits
         self._buffer = bytearray()
         self._error: SipFramingError | None = None
+        # How far the current buffer is known to hold no CRLFCRLF, so that a message
+        # trickling in byte by byte is not rescanned from the start each time.
+        self._scanned = 0
 
     @property
     def buffered(self) -> int:
@@ -336,6 +339,7 @@ class StreamFramer:
         limits = self._limits
         while buffer:
             if buffer.startswith(b"\r\n"):
+                self._scanned = 0
                 if buffer.startswith(b"\r\n\r\n"):
                     frames.keepalive_pings += 1
                     del buffer[:4]
@@ -344,10 +348,11 @@ class StreamFramer:
                     return  # maybe the first half of a ping
                 del buffer[:2]
                 continue
-            end = buffer.find(b"\r\n\r\n")
+            end = buffer.find(b"\r\n\r\n", self._scanned)
             if end == -1:
                 if len(buffer) > limits.max_message_size:
                     raise SipFramingError("Message Too Large", bytes(buffer[:4096]), 513)
+                self._scanned = max(0, len(buffer) - 3)
                 return
             head = bytes(buffer[:end])
             matches = _CONTENT_LENGTH_RE.findall(b"\r\n" + head)
@@ -365,6 +370,7 @@ class StreamFramer:
                 return
             frames.messages.append(bytes(buffer[:total]))
             del buffer[:total]
+            self._scanned = 0
 
 
 # ---------------------------------------------------------------------------

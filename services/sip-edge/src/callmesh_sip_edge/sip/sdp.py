@@ -14,6 +14,15 @@ from .errors import SdpError
 MAX_SDP_SIZE = 64 * 1024
 
 
+def _is_number(text: str, max_digits: int) -> bool:
+    # str.isdigit() alone accepts "²" and unbounded lengths, which int() rejects.
+    return text.isascii() and text.isdigit() and len(text) <= max_digits
+
+
+def _payload_type(fmt: str) -> int | None:
+    return int(fmt) if _is_number(fmt, 3) else None
+
+
 class Direction(StrEnum):
     SENDRECV = "sendrecv"
     SENDONLY = "sendonly"
@@ -145,11 +154,10 @@ class MediaDescription:
             parsed = parse_rtpmap(value)
             maps[parsed.payload_type] = parsed
         for fmt in self.formats:
-            if fmt.isdigit():
-                pt = int(fmt)
-                if pt not in maps and pt in STATIC_PAYLOAD_TYPES:
-                    name, rate = STATIC_PAYLOAD_TYPES[pt]
-                    maps[pt] = RtpMap(pt, name, rate)
+            pt = _payload_type(fmt)
+            if pt is not None and pt not in maps and pt in STATIC_PAYLOAD_TYPES:
+                name, rate = STATIC_PAYLOAD_TYPES[pt]
+                maps[pt] = RtpMap(pt, name, rate)
         return maps
 
     def fmtp(self, payload_type: int) -> str | None:
@@ -166,7 +174,7 @@ class MediaDescription:
             return None
         try:
             return int(float(value))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise SdpError(f"invalid a=ptime value {value!r}") from None
 
     def lines(self) -> list[str]:
@@ -228,14 +236,14 @@ class SessionDescription:
 def parse_rtpmap(value: str) -> RtpMap:
     pt_text, _, encoding = value.strip().partition(" ")
     parts = encoding.strip().split("/")
-    if not pt_text.isdigit() or int(pt_text) > 127 or len(parts) not in (2, 3):
+    if not _is_number(pt_text, 3) or int(pt_text) > 127 or len(parts) not in (2, 3):
         raise SdpError(f"invalid a=rtpmap value {value!r}")
     name, rate = parts[0], parts[1]
-    if not name or not rate.isdigit():
+    if not name or not _is_number(rate, 9):
         raise SdpError(f"invalid a=rtpmap value {value!r}")
     channels = None
     if len(parts) == 3:
-        if not parts[2].isdigit():
+        if not _is_number(parts[2], 3):
             raise SdpError(f"invalid a=rtpmap channels in {value!r}")
         channels = int(parts[2])
     return RtpMap(int(pt_text), name, int(rate), channels)
@@ -254,17 +262,17 @@ def _parse_media(value: str, line_number: int) -> MediaDescription:
         raise SdpError(f"line {line_number}: m= line needs media, port and protocol")
     media, port_text, protocol = parts[0], parts[1], parts[2]
     port_part, slash, count_part = port_text.partition("/")
-    if not port_part.isdigit() or int(port_part) > 65535:
+    if not _is_number(port_part, 5) or int(port_part) > 65535:
         raise SdpError(f"line {line_number}: invalid m= port {port_text!r}")
     port_count = None
     if slash:
-        if not count_part.isdigit():
+        if not _is_number(count_part, 5):
             raise SdpError(f"line {line_number}: invalid m= port count {port_text!r}")
         port_count = int(count_part)
     formats = parts[3:]
     if protocol.upper().startswith("RTP/"):
         for fmt in formats:
-            if not fmt.isdigit() or int(fmt) > 127:
+            if not _is_number(fmt, 3) or int(fmt) > 127:
                 raise SdpError(f"line {line_number}: invalid RTP payload type {fmt!r}")
     return MediaDescription(media, int(port_part), protocol, formats, port_count)
 
@@ -316,14 +324,14 @@ def parse_sdp(data: bytes) -> SessionDescription:
                 raise SdpError(f"line {number}: '{kind}=' is not allowed in a media section")
         elif kind == "o":
             parts = value.split()
-            if len(parts) != 6 or not parts[2].isdigit():
+            if len(parts) != 6 or not _is_number(parts[2], 20):
                 raise SdpError(f"line {number}: invalid o= line")
             origin = Origin(parts[0], parts[1], int(parts[2]), parts[3], parts[4], parts[5])
         elif kind == "s":
             session_name = value
         elif kind == "t":
             times = value.split()
-            if len(times) != 2 or not all(t.isdigit() for t in times):
+            if len(times) != 2 or not all(_is_number(t, 20) for t in times):
                 raise SdpError(f"line {number}: invalid t= line")
             session.timing.append(value)
         elif kind in "iuepzkr":
@@ -433,7 +441,7 @@ def answer_offer(
         rtpmaps = media.rtpmaps
         chosen: tuple[int, Codec] | None = None
         for fmt in media.formats:  # the offerer's preference order (RFC 3264 6.1)
-            rtpmap = rtpmaps.get(int(fmt))
+            rtpmap = rtpmaps.get(int(fmt))  # RTP formats were checked by the parser
             if rtpmap is None:
                 continue
             match = next((c for c in voice if _same_codec(rtpmap, c)), None)
@@ -534,7 +542,8 @@ def read_answer(offer: SessionDescription, answer: SessionDescription) -> Negoti
         voice: RtpMap | None = None
         event_pt: int | None = None
         for fmt in answered.formats:
-            rtpmap = rtpmaps.get(int(fmt))
+            pt = _payload_type(fmt)
+            rtpmap = rtpmaps.get(pt) if pt is not None else None
             if rtpmap is None:
                 continue
             if rtpmap.encoding.lower() == "telephone-event":
