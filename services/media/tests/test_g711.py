@@ -163,5 +163,8 @@ def test_batched_frames_and_real_packet_transcoding(sipp_pcma_packets: list[byte
 def test_encoder_refuses_other_sample_types() -> None:
     with pytest.raises(TypeError, match="int16"):
         g711.ulaw_encode(np.zeros(160, dtype=np.float64))
+    assert g711.codec_by_name("pcma") is g711.PCMA
+    assert g711.codec_by_payload_type(0) is g711.PCMU
+    assert g711.codec_by_name("opus") is None and g711.codec_by_payload_type(9) is None
     assert g711.PCMU.silence(4) == b"\xff" * 4
     assert g711.PCMA.silence(4) == b"\xd5" * 4

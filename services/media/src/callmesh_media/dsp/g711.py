@@ -176,3 +176,13 @@ def transcode(data: Encoded, source: G711Codec, target: G711Codec) -> bytes:
         return bytes(_codes(data))
     table = ULAW_TO_ALAW_TABLE if source.name == "PCMU" else ALAW_TO_ULAW_TABLE
     return table.take(_codes(data)).tobytes()
+
+
+def codec_by_name(name: str) -> G711Codec | None:
+    """The codec for an SDP rtpmap encoding name (case-insensitive), or None if not G.711."""
+    return {"PCMU": PCMU, "PCMA": PCMA}.get(name.upper())
+
+
+def codec_by_payload_type(payload_type: int) -> G711Codec | None:
+    """The codec for a static RTP payload type (0 PCMU, 8 PCMA), or None."""
+    return {0: PCMU, 8: PCMA}.get(payload_type)
