@@ -32,7 +32,7 @@ class Problem:
 
 
 class LoadError(ValueError):
-    """Raised by `load_or_raise` with every problem found."""
+    """Raised with every problem found when a document cannot be loaded."""
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
@@ -41,14 +41,6 @@ class LoadError(ValueError):
 
 def join(path: str, part: str | int) -> str:
     return f"{path}.{part}" if path else str(part)
-
-
-def load_or_raise(cls: type[T], data: object, path: str = "") -> T:
-    problems: list[Problem] = []
-    loaded = load(cls, data, path, problems)
-    if problems or loaded is None:
-        raise LoadError(problems or [Problem(path, "could not be loaded")])
-    return loaded
 
 
 def load(

@@ -270,13 +270,6 @@ def _parse_step(step_id: str, body: object, path: str, problems: list[Problem]) 
     return loaded
 
 
-def step_kind(step: Step) -> str:
-    for kind, cls in STEP_KINDS.items():
-        if isinstance(step, cls):
-            return kind
-    raise TypeError(type(step).__name__)
-
-
 def step_targets(step: Step) -> Iterator[tuple[str, str]]:
     """(path relative to the step, target step id) for every edge leaving `step`."""
     match step:

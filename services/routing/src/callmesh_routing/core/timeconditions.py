@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -196,14 +196,3 @@ class TimeCondition:
         return TimeDecision(
             self.name, False, DecisionSource.WEEKLY, "outside the weekly schedule", local
         )
-
-
-def hours(start: str, end: str) -> tuple[time, time]:
-    """Parse "09:00", "18:30" into times; a small convenience for configuration and tests."""
-    return time.fromisoformat(start), time.fromisoformat(end)
-
-
-def day_span(day: date) -> tuple[datetime, datetime]:
-    """The local wall-clock span of a whole day, for building day-long overrides."""
-    start = datetime.combine(day, time())
-    return start, start + timedelta(days=1)
