@@ -17,8 +17,8 @@ OFFICE = WeeklyRule("weekdays", WORKDAYS, time(9), time(18))
 SATURDAY_NIGHT = WeeklyRule("saturday night", (Weekday.SAT,), time(22), time(6))
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def kyiv(**kwargs: object) -> TimeCondition:
