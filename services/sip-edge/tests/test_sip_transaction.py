@@ -462,3 +462,31 @@ def test_many_concurrent_transactions_keep_their_own_timers() -> None:
     layer.handle_timer(40.0)
     timeouts = [e for e in events(layer) if isinstance(e, TransactionTimeout)]
     assert {id(e.transaction) for e in timeouts} == {id(t) for t in transactions[1::2]}
+
+
+def test_received_and_rport_are_stamped_into_responses() -> None:
+    layer = TransactionLayer()
+    nat = Destination("UDP", "203.0.113.77", 40123)
+    data = request_bytes("OPTIONS", branch="z9hG4bKnat").replace(
+        b"branch=z9hG4bKnat", b"branch=z9hG4bKnat;rport"
+    )
+    layer.receive_data(data, nat, 0.0)
+    (event,) = events(layer)
+    assert isinstance(event, RequestReceived)
+    via = event.request.top_via
+    assert (via.rport, via.received, via.branch) == (40123, "203.0.113.77", "z9hG4bKnat")
+    layer.send_response(event.transaction, build_response(event.request, 200, to_tag="x"), 0.0)
+    (out,) = layer.messages_to_send()
+    assert out.destination == nat  # symmetric response routing
+    response = parse_message(out.data)
+    assert response.top_via.rport == 40123 and response.top_via.received == "203.0.113.77"
+    # Without rport, received is added only when the address differs from sent-by.
+    layer.receive_data(request_bytes("OPTIONS", branch="z9hG4bKplain"), nat, 1.0)
+    (event,) = events(layer)
+    assert isinstance(event, RequestReceived)
+    assert event.request.top_via.received == "203.0.113.77"
+    assert event.request.top_via.rport is None
+    same = TransactionLayer()
+    same.receive_data(request_bytes("OPTIONS", branch="z9hG4bKsame"), UDP_PEER, 1.0)
+    (event,) = events(same)
+    assert isinstance(event, RequestReceived) and event.request.top_via.received is None

@@ -219,6 +219,21 @@ class SipMessage:
                 del self._index[key]
         self._invalidate(key)
 
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first element of a list header (e.g. the top Via) by ``value``."""
+        key = canonical_key(name)
+        values = self._index.get(key)
+        if not values:
+            self.add_header(name, value)
+            return
+        parts = split_comma_list(values[0])
+        parts[0] = value
+        joined = ", ".join(parts)
+        position = next(i for i, h in enumerate(self._headers) if h[0] == key)
+        self._headers[position] = (key, self._headers[position][1], joined)
+        values[0] = joined
+        self._invalidate(key)
+
     def _cached(self, key: str, parse: Any) -> Any:
         cache = self._cache
         value = cache.get(key, _MISSING)

@@ -170,6 +170,23 @@ def server_key(
     )
 
 
+def stamp_via(request: SipRequest, source: Destination) -> None:
+    """Add ``received`` (RFC 3261 18.2.1) and fill ``rport`` (RFC 3581) in the top Via.
+
+    Responses copy the Via, so this is how a phone behind NAT learns the
+    address and port we saw it from.
+    """
+    via = request.top_via
+    updates: dict[str, str | None] = {}
+    if via.wants_rport:
+        updates["rport"] = str(source.port)
+        updates["received"] = source.host  # RFC 3581 section 4: always with rport
+    elif via.host.strip("[]") != source.host.strip("[]"):
+        updates["received"] = source.host
+    if updates:
+        request.replace_first("Via", str(via.with_params(**updates)))
+
+
 def build_ack_for_non_2xx(request: SipRequest, response: SipResponse) -> SipRequest:
     """The ACK a client INVITE transaction sends for a 3xx-6xx (RFC 3261 17.1.1.3)."""
     ack = SipRequest("ACK", request.uri)
@@ -437,9 +454,12 @@ class TransactionLayer:
         timers: TimerSettings | None = None,
         *,
         auto_trying: bool = True,
+        stamp_received: bool = True,
         limits: ParserLimits = DEFAULT_LIMITS,
     ) -> None:
         self.timers = timers or TimerSettings()
+        # Write received/rport into the top Via of every request we receive.
+        self._stamp_received = stamp_received
         # Answer INVITEs with 100 Trying at once so that UDP retransmissions stop (17.2.1).
         self._auto_trying = auto_trying
         self._limits = limits
@@ -511,6 +531,8 @@ class TransactionLayer:
         client._receive(response, now)
 
     def _receive_request(self, request: SipRequest, source: Destination, now: float) -> None:
+        if self._stamp_received:
+            stamp_via(request, source)
         if request.method == "ACK":
             self._receive_ack(request, source, now)
             return
