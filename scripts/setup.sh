@@ -12,9 +12,14 @@ say() { printf 'setup: %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # --- Debian packages ---------------------------------------------------------------------
-# postgresql: the database; sip-tester (sipp), baresip, sox, espeak-ng: SIP/audio tools for tests.
+# postgresql: the database; sip-tester (sipp), baresip, sipsak, sox, espeak-ng: SIP/audio tools
+# for tests; asterisk-*-sounds/moh: default prompts and music on hold (media serves them, never
+# committed); kamailio and rtpengine-daemon (userspace only, not the kernel-module metapackage):
+# peers that `make bench` runs side by side.
 # A daemon package must not auto-start on its default port: policy-rc.d answers 101 during install.
-apt_packages=(postgresql sip-tester baresip sox espeak-ng)
+apt_packages=(postgresql sip-tester baresip sipsak sox espeak-ng
+  asterisk-core-sounds-en-wav asterisk-core-sounds-ru-wav asterisk-moh-opsound-wav
+  kamailio rtpengine-daemon)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
