@@ -503,3 +503,36 @@ def test_failure_inside_the_default_route_ends_without_restarting_it(
     )
     assert decision.reasons[-1] == "mailbox 'general' not found; default route failed too"
     assert decision.finished
+
+
+@pytest.mark.parametrize(
+    ("no_answer", "verbs"),
+    [
+        ({"kind": "voicemail", "target": "sales"}, (Voicemail("sales"),)),
+        (
+            {"kind": "ring_group", "target": "support"},
+            (Dial((ext("103", 0, 15), ext("104", 15, 30)), 30, "sequential"),),
+        ),
+        (
+            {"kind": "number", "target": "+79161112233"},
+            (
+                Dial(
+                    (DialLeg("+79161112233", TargetKind.NUMBER, 0, 30, ("cheap", "backup")),),
+                    30,
+                    "forward",
+                ),
+            ),
+        ),
+        ({"kind": "message", "target": "after-hours"}, (Play("after-hours"), Hangup("no answer"))),
+        ({"kind": "hangup"}, (Hangup("no answer"),)),
+    ],
+)
+def test_ring_group_no_answer_actions(
+    demo_tenant_data: DemoData, no_answer: dict[str, str], verbs: tuple[Any, ...]
+) -> None:
+    data = demo_tenant_data()
+    data["directory"]["ring_groups"][0]["no_answer"] = no_answer
+    tenant = TenantConfig.from_dict(data, lcr=LeastCostRouter.build(TRUNKS, RATES))
+    decisions = _walk(tenant, [GatherResult("1"), DialResult(DialOutcome.NO_ANSWER)], LiveView())
+    assert decisions[2].verbs == verbs
+    assert decisions[2].reasons[0] == "dial ended: no_answer"
