@@ -536,3 +536,9 @@ def test_ring_group_no_answer_actions(
     decisions = _walk(tenant, [GatherResult("1"), DialResult(DialOutcome.NO_ANSWER)], LiveView())
     assert decisions[2].verbs == verbs
     assert decisions[2].reasons[0] == "dial ended: no_answer"
+
+
+def test_a_user_calling_the_tenants_own_number_gets_its_scenario(with_lcr: TenantConfig) -> None:
+    decision = plan(with_lcr, from_user("101", "8 812 309-00-00"), OFFICE_HOURS, LiveView())
+    assert decision.reasons[0] == "+78123090000 is the tenant's own number"
+    assert decision.verbs[:2] == (Answer(), Play("welcome"))

@@ -311,3 +311,29 @@ def test_tenant_option_types_are_checked(demo_tenant_data: DemoData) -> None:
         "failure_prompt",
         "surprise",
     }
+
+
+def test_time_condition_with_company_days_and_overrides_loads_from_json(
+    demo_tenant_data: DemoData,
+) -> None:
+    from datetime import UTC, datetime
+
+    data = demo_tenant_data()
+    condition = data["directory"]["time_conditions"][0]
+    condition["holidays"]["company_days"] = {"2026-11-24": "Founders' day"}
+    condition["overrides"] = [
+        {
+            "name": "stocktaking",
+            "start": "2026-11-25T09:00:00",
+            "end": "2026-11-25T12:00:00",
+            "open": False,
+        }
+    ]
+    tenant = TenantConfig.from_dict(data)
+    loaded = tenant.directory.time_condition("office-hours")
+    assert loaded is not None
+    founders = loaded.evaluate(datetime(2026, 11, 24, 8, tzinfo=UTC))
+    assert "Founders' day" in founders.reason
+    stocktaking = loaded.evaluate(datetime(2026, 11, 25, 7, tzinfo=UTC))  # 10:00 Moscow
+    assert not stocktaking.matched and "stocktaking" in stocktaking.reason
+    assert loaded.evaluate(datetime(2026, 11, 25, 9, tzinfo=UTC)).matched  # 12:00 Moscow

@@ -617,6 +617,14 @@ def _plan_from_user(
         walk.reasons.append(f"{call.dialled!r} is neither a short number nor a valid number")
         walk.hangup("number not found", 404)
         return walk.decision()
+    own = tenant.scenario_for_did(number.canonical)
+    own_scenario = tenant.scenario(own) if own is not None else None
+    if own_scenario is not None and forced is None:
+        # A user calling one of the tenant's own numbers gets its scenario directly instead
+        # of a trip out through a trunk and back in.
+        walk.reasons.append(f"{number.canonical} is the tenant's own number")
+        walk.state.scenario = own_scenario.id
+        return walk.run(own_scenario.start)
     walk.state.waiting = _Waiting.OUTBOUND
     if tenant.lcr is None:
         walk.reasons.append("no LCR configured; default trunk")
