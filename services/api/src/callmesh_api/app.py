@@ -3,16 +3,18 @@
 - PostgreSQL schema `api` (migrations in `migrations/`), the configuration store and use cases;
 - the REST API and its OpenAPI document on `CALLMESH_API_HTTP_PORT` (default 8080);
 - the `Provisioning` gRPC service on the service's gRPC port;
-- the outbox relay that publishes `callmesh.config.v1`.
-CDRs and reports arrive with the rest of issue 6.
+- the outbox relay that publishes `callmesh.config.v1`;
+- the CDR consumer of `callmesh.calls.v1` (group `api-cdr`, poison records to its `.dlq`).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
+from callmesh.events.v1.calls_pb2 import CallEvent
 from callmesh.provisioning.v1 import provisioning_pb2_grpc
 from callmesh_core.service import ServiceContext, run_service
 
+from callmesh_api.cdr import CdrIngest
 from callmesh_api.config import ApiSettings
 from callmesh_api.config_events import ConfigOutboxRelay
 from callmesh_api.config_service import ConfigService
@@ -41,6 +43,14 @@ async def build(ctx: ServiceContext[ApiSettings]) -> None:
     relay = ConfigOutboxRelay(pool, producer, ctx.log.child("config_relay"))
     await relay.start()
     ctx.on_close(relay.stop)  # close hooks run in reverse: relay, then producer and pool
+
+    await ctx.kafka_consumer(
+        group_id="api-cdr",
+        topics=["callmesh.calls.v1"],
+        message_type=CallEvent,
+        handler=CdrIngest(pool).handle,
+        dlq_producer=producer,
+    )
 
     runner = web.AppRunner(build_rest_app(service), access_log=None)
     await runner.setup()
