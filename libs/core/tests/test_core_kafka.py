@@ -324,3 +324,32 @@ async def test_failed_dlq_write_rewinds_instead_of_skipping(
     dead = await _read_all(kafka_bootstrap, dlq_topic(topic))
     assert dead and {dict(r.headers)[DLQ_OFFSET_HEADER] for r in dead} == {b"1"}
     assert await _committed(kafka_bootstrap, group, topic) == 3
+
+
+async def test_a_dependency_outage_waits_instead_of_dead_lettering(
+    kafka_bootstrap: str,
+    topic: str,
+    producer: EventProducer,
+    spans: tuple[Telemetry, InMemorySpanExporter],
+) -> None:
+    """Five failures in a row from a database that refuses connections exceed max_attempts,
+    yet the record is applied once the database is back, and nothing reaches the DLQ."""
+    calls: list[str] = []
+
+    async def handler(event: ConsumedEvent[StringValue]) -> None:
+        calls.append(event.message.value)
+        if event.message.value == "needs-db" and calls.count("needs-db") <= 5:
+            raise ConnectionRefusedError("database is down")
+
+    await producer.send(topic, StringValue(value="needs-db"), key="k")
+    await producer.send(topic, StringValue(value="after"), key="k")
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    consumer = _consumer(kafka_bootstrap, topic, handler, producer, spans[0], group=group)
+    await consumer.start()
+    try:
+        await _eventually(lambda: "after" in calls)
+    finally:
+        await consumer.stop()
+    assert calls == ["needs-db"] * 6 + ["after"]
+    assert await _committed(kafka_bootstrap, group, topic) == 2
+    assert await _read_all(kafka_bootstrap, dlq_topic(topic)) == []

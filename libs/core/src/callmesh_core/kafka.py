@@ -12,12 +12,16 @@ Delivery contract (ARCHITECTURE §3):
   failing for `max_attempts` attempts, is copied to `<topic>.dlq` with headers saying why and
   where it came from, and then committed: a poison message never blocks its partition and never
   vanishes.
+- A handler error that says infrastructure is down (network, database, a service answering
+  UNAVAILABLE: see `is_transient`) is not the record's fault: the record waits, with backoff,
+  until the dependency is back, rather than being dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from callmesh_core.errors import Unavailable
 from callmesh_core.logging import EventLogger
 from callmesh_core.telemetry import extract_kafka_headers, inject_kafka_headers
 
@@ -184,6 +189,25 @@ class ConsumerMetrics:
         )
 
 
+MAX_DEPENDENCY_WAIT_SECONDS = 10.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when `exc` says infrastructure is unavailable for now (network, database, a
+    service answering UNAVAILABLE), as opposed to a message that cannot be handled."""
+    if isinstance(exc, OSError | TimeoutError | Unavailable):
+        return True
+    # asyncpg is imported lazily by the services that use it; look it up only if present.
+    asyncpg = sys.modules.get("asyncpg")
+    return asyncpg is not None and isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.TooManyConnectionsError,
+    )
+
+
 class PoisonMessage(Exception):
     """Raised by a handler when a record can never be applied (retrying will not help)."""
 
@@ -300,6 +324,10 @@ class EventConsumer(Generic[MessageT]):
                 max(0, end - committed)
             )
 
+    def _count_retry(self, topic: str) -> None:
+        if self.metrics is not None:
+            self.metrics.retries.labels(topic, self.group_id).inc()
+
     def _count(self, topic: str, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.records.labels(topic, self.group_id, outcome).inc()
@@ -364,20 +392,39 @@ class EventConsumer(Generic[MessageT]):
         headers: tuple[tuple[str, bytes], ...],
         event: ConsumedEvent[MessageT],
     ) -> None:
-        for attempt in range(1, self.max_attempts + 1):
+        attempt = 0
+        dependency_wait = self.retry_backoff_seconds
+        while True:
             try:
                 await self.handler(event)
                 self._count(record.topic, "handled")
                 return
             except PoisonMessage as exc:
-                await self._to_dlq(record, headers, "poison", exc, attempts=attempt)
+                await self._to_dlq(record, headers, "poison", exc, attempts=attempt + 1)
                 return
             except Exception as exc:
-                if attempt == self.max_attempts:
+                if is_transient(exc):
+                    # A database or service that is down is not the message's fault: wait for
+                    # it without limit instead of dead-lettering every record meanwhile. On
+                    # shutdown the record stays uncommitted and comes again after the restart.
+                    if self._stopping.is_set():
+                        raise
+                    self._count_retry(record.topic)
+                    self.log.warning(
+                        "kafka_handler_waiting_for_dependency",
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        error=repr(exc),
+                    )
+                    await asyncio.sleep(dependency_wait)
+                    dependency_wait = min(dependency_wait * 2, MAX_DEPENDENCY_WAIT_SECONDS)
+                    continue
+                attempt += 1
+                if attempt >= self.max_attempts:
                     await self._to_dlq(record, headers, "handler_failed", exc, attempts=attempt)
                     return
-                if self.metrics is not None:
-                    self.metrics.retries.labels(record.topic, self.group_id).inc()
+                self._count_retry(record.topic)
                 self.log.warning(
                     "kafka_handler_retry",
                     topic=record.topic,
