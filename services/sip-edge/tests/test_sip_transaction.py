@@ -490,3 +490,23 @@ def test_received_and_rport_are_stamped_into_responses() -> None:
     same.receive_data(request_bytes("OPTIONS", branch="z9hG4bKsame"), UDP_PEER, 1.0)
     (event,) = events(same)
     assert isinstance(event, RequestReceived) and event.request.top_via.received is None
+
+
+def test_merged_request_is_flagged_for_482() -> None:
+    layer = TransactionLayer()
+    first = receive_invite(layer)
+    # The same INVITE forked by a proxy and looped back: another branch, same
+    # From tag, Call-ID and CSeq (RFC 3261 8.2.2.2).
+    layer.receive_data(request_bytes(branch="z9hG4bKforked"), UDP_PEER, 0.1)
+    (event,) = events(layer)
+    assert isinstance(event, RequestReceived) and event.merged_with is first
+    assert event.transaction is not first
+    # Once the first transaction is over, the same identifiers are no longer "merged".
+    layer.send_response(first, build_response(first.request, 486, to_tag="t"), now=0.2)
+    layer.send_response(event.transaction, build_response(event.request, 482, to_tag="u"), 0.2)
+    layer.handle_timer(100.0)
+    assert len(layer) == 0
+    assert all(isinstance(e, TransactionTimeout) for e in events(layer))  # no ACKs came
+    layer.receive_data(request_bytes(branch="z9hG4bKlater"), UDP_PEER, 101.0)
+    (later,) = events(layer)
+    assert isinstance(later, RequestReceived) and later.merged_with is None

@@ -78,10 +78,16 @@ class Outgoing:
 
 @dataclass(frozen=True, slots=True)
 class RequestReceived:
-    """A new request; answer it with :meth:`TransactionLayer.send_response`."""
+    """A new request; answer it with :meth:`TransactionLayer.send_response`.
+
+    ``merged_with`` is set when the same out-of-dialog request (From tag,
+    Call-ID, CSeq) is already being handled under another branch: a forked
+    copy that looped back, to be answered 482 (RFC 3261 8.2.2.2).
+    """
 
     transaction: ServerTransaction
     request: SipRequest
+    merged_with: ServerTransaction | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +416,10 @@ class ServerTransaction(_Transaction):
                 self._start_timer("G", now + timers.t1)
             self._start_timer("H", now + timers.timeout)
 
+    def _merge_key(self) -> tuple[str, str, int, str]:
+        request = self.request
+        return (request.from_.tag or "", request.call_id, request.cseq.seq, request.method)
+
     def _ack_index_key(self) -> tuple[str, int, str]:
         return (self.request.call_id, self.request.cseq.seq, self.request.from_.tag or "")
 
@@ -466,6 +476,8 @@ class TransactionLayer:
         self._clients: dict[ClientKey, ClientTransaction] = {}
         self._servers: dict[ServerKey, ServerTransaction] = {}
         self._accepted_invites: dict[tuple[str, int, str], ServerTransaction] = {}
+        # Live out-of-dialog server transactions by (From tag, Call-ID, CSeq), for 8.2.2.2.
+        self._out_of_dialog: dict[tuple[str, str, int, str], ServerTransaction] = {}
         self._heap: list[tuple[float, int, _Transaction, str]] = []
         self._sequence = itertools.count()
         self._outbox: list[Outgoing] = []
@@ -543,9 +555,15 @@ class TransactionLayer:
             return
         transaction = ServerTransaction(self, request, source, key)
         self._servers[key] = transaction
+        merged_with: ServerTransaction | None = None
+        if request.to.tag is None and request.method != "CANCEL":
+            merge_key = transaction._merge_key()
+            merged_with = self._out_of_dialog.get(merge_key)
+            if merged_with is None:
+                self._out_of_dialog[merge_key] = transaction
         if transaction.invite and self._auto_trying:
             transaction._respond(build_response(request, 100), now)
-        self._events.append(RequestReceived(transaction, request))
+        self._events.append(RequestReceived(transaction, request, merged_with))
 
     def _receive_ack(self, ack: SipRequest, source: Destination, now: float) -> None:
         key = server_key(ack)
@@ -621,6 +639,9 @@ class TransactionLayer:
         elif isinstance(transaction, ServerTransaction):
             if self._servers.get(transaction.key) is transaction:
                 del self._servers[transaction.key]
+            merge_key = transaction._merge_key()
+            if self._out_of_dialog.get(merge_key) is transaction:
+                del self._out_of_dialog[merge_key]
             if transaction.invite and transaction.last_response is not None:
                 index_key = transaction._ack_index_key()
                 if self._accepted_invites.get(index_key) is transaction:
