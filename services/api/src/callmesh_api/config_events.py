@@ -30,6 +30,8 @@ KINDS = {
     "user": config_pb2.CONFIG_KIND_USER,
     "number": config_pb2.CONFIG_KIND_NUMBER,
     "trunk": config_pb2.CONFIG_KIND_TRUNK,
+    # The routing document holds the tenant's scenarios (and what they refer to).
+    "routing_config": config_pb2.CONFIG_KIND_SCENARIO,
 }
 
 

@@ -10,10 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import grpc
-from callmesh_core.errors import DomainError, InvalidArgument, NotFound, PermissionDenied
+from callmesh_core.errors import (
+    DomainError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 
 from .domain import models
 from .domain.credentials import (
@@ -24,9 +31,43 @@ from .domain.credentials import (
     hash_api_token,
 )
 from .domain.roles import Principal, Role
-from .store import DEPARTMENTS, NUMBERS, TENANTS, TRUNKS, USERS, ConfigStore, Table
+from .store import (
+    DEPARTMENTS,
+    NUMBERS,
+    ROUTING_CONFIGS,
+    TENANTS,
+    TRUNKS,
+    USERS,
+    ConfigStore,
+    Table,
+)
 
 SESSION_DAYS = 1
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    path: str
+    message: str
+
+
+class RoutingValidator(Protocol):
+    """Routing owns what a routing document means; the api asks it before storing one."""
+
+    async def validate(
+        self, tenant_id: uuid.UUID, document: Mapping[str, Any]
+    ) -> list[ConfigProblem]: ...
+
+
+class ConfigRejected(InvalidArgument):
+    """The routing document has problems; all of them are listed, not just the first."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__(
+            f"the routing configuration has {len(problems)} problem(s): "
+            + "; ".join(f"{p.path}: {p.message}" for p in problems)
+        )
+        self.problems = problems
 
 
 class Unauthenticated(DomainError):
@@ -52,9 +93,15 @@ def trunk_view(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class ConfigService:
-    def __init__(self, store: ConfigStore, passwords: LoginPasswords | None = None) -> None:
+    def __init__(
+        self,
+        store: ConfigStore,
+        passwords: LoginPasswords | None = None,
+        routing_validator: RoutingValidator | None = None,
+    ) -> None:
         self.store = store
         self.passwords = passwords or LoginPasswords()
+        self.routing_validator = routing_validator
 
     # -- authentication ------------------------------------------------------------------
     async def authenticate(self, token: str) -> Principal:
@@ -416,6 +463,46 @@ class ConfigService:
         return models.SipCredentials(
             username=user["extension"], realm=secrets.realm, password=password
         )
+
+    # -- routing configuration -----------------------------------------------------------
+    async def routing_config_row(self, tenant_id: uuid.UUID) -> dict[str, Any] | None:
+        rows, _ = await self.store.list(ROUTING_CONFIGS, tenant_id, limit=1)
+        return rows[0] if rows else None
+
+    async def get_routing_config(
+        self, principal: Principal, tenant_id: uuid.UUID
+    ) -> dict[str, Any]:
+        await self._require_read_config(principal, tenant_id)
+        row = await self.routing_config_row(tenant_id)
+        if row is None:
+            raise NotFound("this tenant has no routing configuration yet")
+        return row
+
+    async def put_routing_config(
+        self,
+        principal: Principal,
+        tenant_id: uuid.UUID,
+        document: dict[str, Any],
+        if_match: int | None,
+        request_id: str | None,
+    ) -> dict[str, Any]:
+        await self._require_configure(principal, tenant_id, "the routing configuration")
+        if self.routing_validator is None:
+            raise Unavailable("routing validation is not configured; nothing was saved")
+        problems = await self.routing_validator.validate(tenant_id, document)
+        if problems:
+            raise ConfigRejected(problems)
+        existing = await self.routing_config_row(tenant_id)
+        row, _ = await self.store.upsert(
+            ROUTING_CONFIGS,
+            existing["id"] if existing is not None else uuid.uuid4(),
+            {"document": document},
+            tenant_id=tenant_id,
+            expected_version=if_match,
+            actor=principal.actor,
+            request_id=request_id,
+        )
+        return row
 
     async def audit(
         self, principal: Principal, tenant_id: uuid.UUID, *, limit: int

@@ -23,11 +23,12 @@ from callmesh_core.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
-from .config_service import TENANT_RESOURCES, ConfigService, Unauthenticated
+from .config_service import TENANT_RESOURCES, ConfigRejected, ConfigService, Unauthenticated
 from .domain import models
 from .domain.roles import Principal, Role
 
@@ -74,10 +75,26 @@ _DOMAIN_PROBLEMS: list[tuple[type[DomainError], int, str, str]] = [
     (Aborted, 412, "version-mismatch", "The resource has changed"),
     (FailedPrecondition, 409, "failed-precondition", "Not possible in the current state"),
     (InvalidArgument, 422, "invalid", "Invalid request"),
+    (Unavailable, 503, "unavailable", "Temporarily unavailable"),
 ]
 
 
 def problem_from_domain(error: DomainError) -> Problem:
+    if isinstance(error, ConfigRejected):
+        errors = [
+            {
+                "pointer": "/document/" + p.path.replace("~", "~0").replace("/", "~1"),
+                "detail": p.message,
+            }
+            for p in error.problems
+        ]
+        return Problem(
+            422,
+            "invalid-routing-config",
+            "Invalid routing configuration",
+            error.message,
+            errors=errors,
+        )
     for kind, status, slug, title in _DOMAIN_PROBLEMS:
         if isinstance(error, kind):
             extra = {"current_version": error.current} if hasattr(error, "current") else {}
@@ -256,6 +273,20 @@ async def _create_token(call: Call) -> web.StreamResponse:
     body = await call.body(models.TokenCreate)
     created = await call.service.create_token(call.principal, tenant_id, body)
     return web.json_response(created.model_dump(mode="json"), status=201)
+
+
+async def _get_routing_config(call: Call) -> web.StreamResponse:
+    row = await call.service.get_routing_config(call.principal, call.path_id("tenant_id"))
+    return resource_response(call, models.RoutingConfig, row)
+
+
+async def _put_routing_config(call: Call) -> web.StreamResponse:
+    tenant_id = call.path_id("tenant_id")
+    body = await call.body(models.RoutingConfigPut)
+    row = await call.service.put_routing_config(
+        call.principal, tenant_id, body.document, call.if_match(), call.request_id
+    )
+    return resource_response(call, models.RoutingConfig, row)
 
 
 async def _rotate_sip_password(call: Call) -> web.StreamResponse:
@@ -455,6 +486,24 @@ OPERATIONS: list[Operation] = [
         errors=(400, 401, 403, 404, 415, 422),
     ),
     Operation(
+        "GET",
+        f"{API}/tenants/{{tenant_id}}/routing-config",
+        "The tenant's routing configuration (scenarios and what they refer to)",
+        "routing",
+        _get_routing_config,
+        response=models.RoutingConfig,
+    ),
+    Operation(
+        "PUT",
+        f"{API}/tenants/{{tenant_id}}/routing-config",
+        "Replace the routing configuration; routing validates it and every problem is listed",
+        "routing",
+        _put_routing_config,
+        body=models.RoutingConfigPut,
+        response=models.RoutingConfig,
+        errors=(400, 401, 403, 404, 412, 415, 422, 503),
+    ),
+    Operation(
         "POST",
         f"{API}/tenants/{{tenant_id}}/users/{{id}}/sip-password",
         "Give a user a new SIP password (shown once; the old one stops working)",
@@ -554,6 +603,7 @@ _STATUS_TEXT = {
     412: "If-Match does not name the current version",
     415: "The body is not application/json",
     422: "The body does not validate; `errors` lists every problem",
+    503: "A service this request needs is unavailable; nothing was changed",
 }
 
 
@@ -651,7 +701,7 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
                     "description": "exact match; a trailing * matches a prefix",
                 }
             )
-    if op.method in ("PATCH", "DELETE"):
+    if op.method in ("PATCH", "PUT", "DELETE"):
         params.append(
             {
                 "name": "If-Match",

@@ -131,6 +131,14 @@ NUMBERS = Table(
 )
 
 
+ROUTING_CONFIGS = Table(
+    "routing_configs",
+    "routing_config",
+    ("document",),
+    json_columns=("document",),
+)
+
+
 def encode_cursor(created_at: dt.datetime, row_id: uuid.UUID) -> str:
     raw = f"{created_at.isoformat()}|{row_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -145,12 +153,15 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
         raise InvalidArgument("cursor is not one this API issued") from None
 
 
+JSON_COLUMNS = frozenset({"rate_table", "document"})
+
+
 def _row(record: asyncpg.Record | None) -> dict[str, Any] | None:
     if record is None:
         return None
     row = dict(record)
     for key, value in row.items():
-        if isinstance(value, str) and key == "rate_table":
+        if isinstance(value, str) and key in JSON_COLUMNS:
             row[key] = json.loads(value)
     return row
 

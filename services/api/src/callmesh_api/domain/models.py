@@ -345,3 +345,16 @@ class Page(BaseModel):
 
     items: list[object]
     next_cursor: str | None
+
+
+# -- routing configuration -------------------------------------------------------------------
+class RoutingConfigPut(Input):
+    document: dict[str, object] = Field(
+        description="the tenant's routing document (scenarios, directory, schedules, lists, "
+        "masks, ring groups, rate tables); routing validates it and lists every problem"
+    )
+
+
+class RoutingConfig(Stored):
+    tenant_id: uuid.UUID
+    document: dict[str, object]
