@@ -234,6 +234,11 @@ class SipMessage:
         values[0] = joined
         self._invalidate(key)
 
+    def replace_top_via(self, via: Via) -> None:
+        """Replace the top Via element (keeping the parsed value for the next access)."""
+        self.replace_first("via", str(via))
+        self._cache["top-via"] = via
+
     def _cached(self, key: str, parse: Any) -> Any:
         cache = self._cache
         value = cache.get(key, _MISSING)
@@ -528,26 +533,31 @@ def build_response(
     ``to_tag`` is added to To unless the request already carries one. Record-Route
     is copied into responses to dialog-creating requests (RFC 3261 12.1.1).
     """
-    response = SipResponse(status_code, reason)
-    for value in request.get_all("via"):
-        response.add_header("Via", value)
-    from_value = request.get("from")
-    if from_value is not None:
-        response.add_header("From", from_value)
-    to_value = request.get("to")
-    if to_value is not None:
-        if to_tag is not None and status_code != 100 and request.to.tag is None:
-            to_value = to_value + ";tag=" + to_tag
-        response.add_header("To", to_value)
-    call_id = request.get("call-id")
-    if call_id is not None:
-        response.add_header("Call-ID", call_id)
-    cseq = request.get("cseq")
-    if cseq is not None:
-        response.add_header("CSeq", cseq)
+    # Built directly rather than through add_header: this runs for every response.
+    entries: list[tuple[str, str, str]] = []
+    index: dict[str, list[str]] = {}
+    source = request._index
+    vias = source.get("via")
+    if vias:
+        entries.extend(("via", "Via", value) for value in vias)
+        index["via"] = list(vias)
+    for key, written in (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq")):
+        values = source.get(key)
+        if not values:
+            continue
+        value = values[0]
+        if key == "to" and to_tag is not None and status_code != 100 and request.to.tag is None:
+            value = value + ";tag=" + to_tag
+        entries.append((key, written, value))
+        index[key] = [value]
     if request.method in ("INVITE", "SUBSCRIBE") and 100 < status_code < 300:
-        for value in request.get_all("record-route"):
-            response.add_header("Record-Route", value)
+        record_routes = source.get("record-route")
+        if record_routes:
+            entries.extend(("record-route", "Record-Route", value) for value in record_routes)
+            index["record-route"] = list(record_routes)
+    response = SipResponse(status_code, reason)
+    response._headers = entries
+    response._index = index
     for name, value in headers:
         response.add_header(name, value)
     response.body = body

@@ -190,7 +190,7 @@ def stamp_via(request: SipRequest, source: Destination) -> None:
     elif via.host.strip("[]") != source.host.strip("[]"):
         updates["received"] = source.host
     if updates:
-        request.replace_first("Via", str(via.with_params(**updates)))
+        request.replace_top_via(via.with_params(**updates))
 
 
 def build_ack_for_non_2xx(request: SipRequest, response: SipResponse) -> SipRequest:
