@@ -510,3 +510,19 @@ def test_merged_request_is_flagged_for_482() -> None:
     layer.receive_data(request_bytes(branch="z9hG4bKlater"), UDP_PEER, 101.0)
     (later,) = events(layer)
     assert isinstance(later, RequestReceived) and later.merged_with is None
+
+
+def test_cancelled_invite_without_final_response_is_given_up() -> None:
+    layer = TransactionLayer()
+    invite = layer.send_request(outgoing_request(), UDP_PEER, now=0.0)
+    answer(layer, invite.request, 180, now=0.1)
+    assert layer.next_timer() is None  # Proceeding INVITE: no transaction timer at all
+    cancel = layer.send_request(build_cancel(invite.request), UDP_PEER, now=5.0)
+    answer(layer, cancel.request, 200, now=5.1)
+    events(layer)
+    layer.handle_timer(36.9)  # Timer K of the CANCEL (T4) has long fired
+    assert cancel.terminated and not invite.terminated
+    layer.handle_timer(37.0)  # 64*T1 after the CANCEL
+    (event,) = events(layer)
+    assert isinstance(event, TransactionTimeout) and event.transaction is invite
+    assert invite.terminated and len(layer) == 0

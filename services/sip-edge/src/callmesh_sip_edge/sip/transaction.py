@@ -307,6 +307,12 @@ class ClientTransaction(_Transaction):
         elif name in ("B", "F"):
             self._layer._events.append(TransactionTimeout(self, f"timer {name}"))
             self._terminate()
+        elif name == "cancelled":
+            if self.state in (TransactionState.CALLING, TransactionState.PROCEEDING):
+                self._layer._events.append(
+                    TransactionTimeout(self, "no final response 64*T1 after CANCEL")
+                )
+                self._terminate()
         else:  # D, K, M: the wait for retransmissions is over
             self._terminate()
 
@@ -597,6 +603,15 @@ class TransactionLayer:
             raise TransactionError("a client transaction with this branch already exists")
         self._clients[transaction.key] = transaction
         transaction._start(now)
+        if request.method == "CANCEL":
+            # RFC 3261 9.1: give up on the INVITE 64*T1 after cancelling it if no
+            # final response arrives (the transaction would otherwise live forever).
+            invite = self._clients.get((transaction.key[0], "INVITE"))
+            if invite is not None and invite.state in (
+                TransactionState.CALLING,
+                TransactionState.PROCEEDING,
+            ):
+                invite._start_timer("cancelled", now + self.timers.timeout)
         return transaction
 
     def send_response(
