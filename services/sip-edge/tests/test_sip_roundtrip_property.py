@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import string
 
+from callmesh_sip_edge.sip.digest import (
+    DigestAlgorithm,
+    DigestChallenge,
+    build_authorization,
+    parse_challenge,
+    parse_credentials,
+)
 from callmesh_sip_edge.sip.headers import NameAddr, Via
 from callmesh_sip_edge.sip.message import SipRequest, SipResponse
 from callmesh_sip_edge.sip.parser import StreamFramer, parse_message
+from callmesh_sip_edge.sip.sdp import (
+    Connection,
+    Direction,
+    MediaDescription,
+    Origin,
+    SessionDescription,
+    parse_sdp,
+)
 from callmesh_sip_edge.sip.uri import SipUri
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -141,3 +156,61 @@ def test_response_round_trip(
     assert (parsed.status_code, parsed.reason) == (code, reason.strip())
     assert parsed.top_via == via
     assert parsed.from_ == from_ and parsed.to == to
+
+
+@st.composite
+def sdp_sessions(draw: st.DrawFn) -> SessionDescription:
+    address = draw(st.tuples(*[st.integers(1, 254)] * 4).map(lambda t: ".".join(map(str, t))))
+    media = []
+    for _ in range(draw(st.integers(0, 3))):
+        formats = draw(st.lists(st.integers(0, 127).map(str), min_size=1, max_size=5, unique=True))
+        attributes: list[tuple[str, str | None]] = [
+            ("rtpmap", f"{fmt} X{fmt}/8000") for fmt in formats if int(fmt) >= 96
+        ]
+        direction = draw(st.sampled_from(list(Direction)))
+        attributes.append((direction.value, None))
+        if draw(st.booleans()):
+            attributes.append(("ptime", str(draw(st.integers(10, 60)))))
+        media.append(
+            MediaDescription(
+                draw(st.sampled_from(["audio", "video"])),
+                draw(st.integers(0, 65535)),
+                "RTP/AVP",
+                formats,
+                attributes=attributes,
+            )
+        )
+    return SessionDescription(
+        Origin(
+            draw(tokens),
+            str(draw(st.integers(0, 2**63))),
+            draw(st.integers(0, 2**63)),
+            "IN",
+            "IP4",
+            address,
+        ),
+        session_name=draw(tokens),
+        connection=Connection("IN", "IP4", address),
+        media=media,
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(sdp_sessions())
+def test_sdp_round_trip(session: SessionDescription) -> None:
+    parsed = parse_sdp(session.to_bytes())
+    assert parsed == session
+    assert parsed.to_bytes() == session.to_bytes()
+
+
+@settings(max_examples=100, deadline=None)
+@given(free_text, free_text, free_text, st.sampled_from(list(DigestAlgorithm)), st.booleans())
+def test_digest_credentials_round_trip(
+    username: str, uri: str, cnonce: str, algorithm: DigestAlgorithm, qop: bool
+) -> None:
+    challenge = DigestChallenge("realm", "nonce", algorithm, ("auth",) if qop else (), "opaque")
+    assert parse_challenge(challenge.to_header_value()) == challenge
+    credentials = build_authorization(
+        challenge, username=username, method="REGISTER", uri=uri, password="pw", cnonce=cnonce
+    )
+    assert parse_credentials(credentials.to_header_value()) == credentials

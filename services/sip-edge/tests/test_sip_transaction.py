@@ -521,7 +521,8 @@ def test_cancelled_invite_without_final_response_is_given_up() -> None:
     answer(layer, cancel.request, 200, now=5.1)
     events(layer)
     layer.handle_timer(36.9)  # Timer K of the CANCEL (T4) has long fired
-    assert cancel.terminated and not invite.terminated
+    assert cancel.terminated
+    assert invite.state is TransactionState.PROCEEDING
     layer.handle_timer(37.0)  # 64*T1 after the CANCEL
     (event,) = events(layer)
     assert isinstance(event, TransactionTimeout) and event.transaction is invite
