@@ -7,6 +7,9 @@ drift from what the server does.
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 import json
 import re
 import uuid
@@ -31,6 +34,15 @@ from pydantic.json_schema import models_json_schema
 from .config_service import TENANT_RESOURCES, ConfigRejected, ConfigService, Unauthenticated
 from .domain import models
 from .domain.roles import Principal, Role
+from .reports import (
+    CALL_FILTERS,
+    CSV_FIELDS,
+    CallFilter,
+    ReportService,
+    Scope,
+    parse_call_filter,
+    period,
+)
 
 API = "/api/v1"
 PROBLEM_JSON = "application/problem+json"
@@ -526,6 +538,178 @@ for _kind in RESOURCES:
     OPERATIONS.extend(_resource_ops(_kind))
 
 
+# -- CDRs and reports (reports.py) ------------------------------------------------------------
+MISSED_FILTERS = ("from", "to", "extension", "department_id", "caller_prefix")
+LOAD_FILTERS = ("from", "to", "direction", "department_id")
+FILTER_DOCS = {
+    "from": "start: a date (local midnight of the tenant's time zone) or a date-time",
+    "to": "end (exclusive); a date includes that whole day; default: end of the `from` day",
+    "direction": "inbound, outbound or internal",
+    "outcome": "answered, missed (every unanswered outcome), no_answer, busy, cancelled, "
+    "rejected, failed, abandoned or in_progress",
+    "extension": "calls that rang, were answered at or placed from this extension",
+    "department_id": "calls touching a user of this department",
+    "caller_prefix": "812 matches the national number after any country code; +7812 the "
+    "number as presented",
+    "min_duration": "talk time at least this many seconds",
+    "max_duration": "talk time at most this many seconds",
+}
+CSV_CHUNK_BYTES = 64 * 1024
+
+
+async def _report_scope(
+    call: Call, query: dict[str, str], allowed: tuple[str, ...]
+) -> tuple[ReportService, Scope, CallFilter]:
+    reports = ReportService(call.service)
+    scope = await reports.scope(call.principal, call.path_id("tenant_id"))
+    flt = parse_call_filter(query, scope.timezone, dt.datetime.now(dt.UTC), allowed=allowed)
+    return reports, scope, flt
+
+
+async def _calls(call: Call) -> web.StreamResponse:
+    limit, cursor, query = call.page()
+    reports, scope, flt = await _report_scope(call, query, CALL_FILTERS)
+    rows, nxt = await reports.calls(scope, flt, limit=limit, cursor=cursor)
+    return list_response(models.CallDetail, rows, nxt)
+
+
+async def _calls_csv(call: Call) -> web.StreamResponse:
+    """The call list as CSV, streamed: rows come from a server-side cursor in chunks, so a
+    year of calls never sits in memory."""
+    reports, scope, flt = await _report_scope(call, dict(call.request.query), CALL_FILTERS)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": 'attachment; filename="calls.csv"',
+            "X-Request-Id": call.request_id or "",
+        }
+    )
+    response.enable_chunked_encoding()
+    await response.prepare(call.request)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_FIELDS)
+    async for row in reports.calls_csv(scope, flt):
+        writer.writerow(_csv_cell(value) for value in row)
+        if buffer.tell() >= CSV_CHUNK_BYTES:
+            await response.write(buffer.getvalue().encode())
+            buffer.seek(0)
+            buffer.truncate()
+    await response.write(buffer.getvalue().encode())
+    await response.write_eof()
+    return response
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return value
+
+
+async def _missed(call: Call) -> web.StreamResponse:
+    limit, cursor, query = call.page()
+    reports, scope, flt = await _report_scope(call, query, MISSED_FILTERS)
+    rows, nxt = await reports.missed(scope, flt, limit=limit, cursor=cursor)
+    return list_response(models.MissedCall, rows, nxt)
+
+
+def _report(model: type[BaseModel], method: str, allowed: tuple[str, ...]) -> Handler:
+    async def handler(call: Call) -> web.StreamResponse:
+        reports, scope, flt = await _report_scope(call, dict(call.request.query), allowed)
+        result = await getattr(reports, method)(scope, flt)
+        body = result if isinstance(result, dict) else {"items": result}
+        body = {**body, **period(scope, flt)}
+        return web.json_response(model.model_validate(body).model_dump(mode="json"))
+
+    return handler
+
+
+def _report_ops() -> list[Operation]:
+    base = f"{API}/tenants/{{tenant_id}}"
+    errors = (400, 401, 403, 404, 422)
+    return [
+        Operation(
+            "GET",
+            f"{base}/calls",
+            "List calls (CDRs), newest first; agents see their own calls, supervisors their "
+            "departments'",
+            "reports",
+            _calls,
+            response=models.CallDetail,
+            is_list=True,
+            filters=CALL_FILTERS,
+            errors=errors,
+        ),
+        Operation(
+            "GET",
+            f"{base}/calls.csv",
+            "Export the call list as CSV (streamed; any period up to 400 days)",
+            "reports",
+            _calls_csv,
+            filters=CALL_FILTERS,
+            errors=errors,
+        ),
+        Operation(
+            "GET",
+            f"{base}/reports/missed",
+            "Missed inbound calls not yet called back, one row per number",
+            "reports",
+            _missed,
+            response=models.MissedCall,
+            is_list=True,
+            filters=MISSED_FILTERS,
+            errors=errors,
+        ),
+        Operation(
+            "GET",
+            f"{base}/reports/employees",
+            "Load per employee: calls, answered, missed, talk time",
+            "reports",
+            _report(models.EmployeeLoadReport, "employee_load", LOAD_FILTERS),
+            response=models.EmployeeLoadReport,
+            filters=LOAD_FILTERS,
+            errors=errors,
+        ),
+        Operation(
+            "GET",
+            f"{base}/reports/departments",
+            "Load per department: calls, answered, missed, talk time",
+            "reports",
+            _report(models.DepartmentLoadReport, "department_load", LOAD_FILTERS),
+            response=models.DepartmentLoadReport,
+            filters=LOAD_FILTERS,
+            errors=errors,
+        ),
+        Operation(
+            "GET",
+            f"{base}/reports/hourly",
+            "Calls per local hour of the day",
+            "reports",
+            _report(models.HourlyLoadReport, "hourly_load", CALL_FILTERS),
+            response=models.HourlyLoadReport,
+            filters=CALL_FILTERS,
+            errors=errors,
+        ),
+        Operation(
+            "GET",
+            f"{base}/reports/stats",
+            "ASR, ACD and NER (formulas in the schema description)",
+            "reports",
+            _report(models.CallStats, "stats", CALL_FILTERS),
+            response=models.CallStats,
+            filters=CALL_FILTERS,
+            errors=errors,
+        ),
+    ]
+
+
+OPERATIONS.extend(_report_ops())
+
+
 # -- the application --------------------------------------------------------------------------
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -691,16 +875,16 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
         params.append(
             {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}}
         )
-        for name in op.filters:
-            params.append(
-                {
-                    "name": name,
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "string"},
-                    "description": "exact match; a trailing * matches a prefix",
-                }
-            )
+    for name in op.filters:
+        params.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": FILTER_DOCS.get(name, "exact match; a trailing * matches a prefix"),
+            }
+        )
     if op.method in ("PATCH", "PUT", "DELETE"):
         params.append(
             {

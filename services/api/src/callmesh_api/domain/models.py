@@ -358,3 +358,113 @@ class RoutingConfigPut(Input):
 class RoutingConfig(Stored):
     tenant_id: uuid.UUID
     document: dict[str, object]
+
+
+# -- CDRs and reports ------------------------------------------------------------------------
+# Times are in the tenant's time zone; durations in seconds unless the name says otherwise.
+class CallDetail(Output):
+    """One call (CDR). `outcome` is answered, no_answer, busy, cancelled, rejected, failed,
+    abandoned (hung up in a queue) or in_progress."""
+
+    call_id: uuid.UUID
+    direction: str
+    started_at: dt.datetime | None
+    answered_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    outcome: str
+    caller_number: str
+    caller_name: str
+    callee_number: str
+    did: str | None
+    caller_extension: str | None
+    answered_by_extension: str | None
+    answered_by_user_id: uuid.UUID | None
+    rang_extensions: list[str]
+    ring_seconds: float | None = Field(description="until a person answered, or the whole call")
+    talk_seconds: float | None = Field(description="conversation with the person who answered")
+    total_seconds: float | None
+    post_dial_delay_ms: int | None
+    cause: str | None
+    sip_status: int | None
+    hangup_side: str | None
+    queue_id: str | None
+    queue_wait_seconds: float | None
+    mos: float | None
+    trunk_id: uuid.UUID | None
+    caller_user_id: uuid.UUID | None
+
+
+class MissedCall(Output):
+    """An outside number whose inbound calls were missed and not answered since."""
+
+    number: str = Field(description="E.164")
+    caller_name: str
+    missed_calls: int
+    first_missed_at: dt.datetime
+    last_missed_at: dt.datetime
+    last_call_id: uuid.UUID
+
+
+class LoadFigures(Output):
+    calls: int
+    inbound: int
+    outbound: int
+    answered: int = Field(description="answered by them, or placed by them and answered")
+    missed: int = Field(description="inbound calls that rang them and nobody answered")
+    talk_seconds: float
+    average_talk_seconds: float | None
+
+
+class EmployeeLoad(LoadFigures):
+    user_id: uuid.UUID
+    name: str
+    extension: str
+    department_id: uuid.UUID | None
+
+
+class DepartmentLoad(LoadFigures):
+    department_id: uuid.UUID
+    name: str
+
+
+class HourlyLoad(Output):
+    hour: int = Field(ge=0, le=23, description="local hour of the day")
+    calls: int
+    answered: int
+    missed: int
+    talk_seconds: float
+
+
+class Period(Output):
+    period_from: dt.datetime
+    period_to: dt.datetime
+
+
+class EmployeeLoadReport(Period):
+    items: list[EmployeeLoad]
+
+
+class DepartmentLoadReport(Period):
+    items: list[DepartmentLoad]
+
+
+class HourlyLoadReport(Period):
+    items: list[HourlyLoad]
+
+
+class CallStats(Period):
+    """ASR = answered / attempts; ACD = average talk of answered calls; NER = (answered +
+    busy + no_answer + rejected) / attempts. Attempts are the calls of the period that ended."""
+
+    attempts: int
+    answered: int
+    no_answer: int
+    busy: int
+    cancelled: int
+    rejected: int
+    failed: int
+    abandoned: int
+    asr: float | None
+    ner: float | None
+    acd_seconds: float | None
+    talk_seconds: float
