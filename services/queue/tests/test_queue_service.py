@@ -1,0 +1,244 @@
+"""The Queue gRPC service over real streams, with its state in a real PostgreSQL schema and its
+events on the real Kafka broker."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import grpc
+import pytest
+from callmesh.queue.v1 import queue_pb2
+from callmesh_queue.runtime import OWNER_METADATA
+from callmesh_queue.store import QueueStore
+
+from .conftest import Caller, new_caller, read_call_events, support_queue
+
+TENANT = "tenant-a"
+
+
+async def busy_alice(replica: Any, store: QueueStore, tenant: str = TENANT) -> Caller:
+    """Alice logged in and talking to a first caller, so everyone after that waits."""
+    await store.put_queue(tenant, "support", support_queue())
+    await replica.runtime.lease_tick()
+    state = await replica.stub.AgentLogin(
+        queue_pb2.AgentLoginRequest(tenant_id=tenant, agent_user_id="alice")
+    )
+    assert state.status == queue_pb2.AGENT_STATUS_AVAILABLE
+    first = new_caller(0)
+    await first.open(replica.stub, tenant, "support")
+    await first.answer(await first.read_until("offer"))
+    return first
+
+
+async def test_three_callers_are_served_first_come_first_served_with_positions(
+    start_replica: Any, store: QueueStore, kafka_bootstrap: str
+) -> None:
+    replica = await start_replica(kafka_bootstrap=kafka_bootstrap)
+    talking = await busy_alice(replica, store)
+    callers = [new_caller(i) for i in (1, 2, 3)]
+    joined = [await c.open(replica.stub, TENANT, "support") for c in callers]
+    assert [j.position for j in joined] == [1, 2, 3]
+    # One agent, nobody's average yet: the queue's default 60 s per place ahead.
+    assert [j.estimated_wait.seconds for j in joined] == [60, 120, 180]
+    assert len({j.waiting_id for j in joined}) == 3
+    for caller, position in zip(callers, (1, 2, 3), strict=True):
+        assert (await caller.read_until("play_music")).music.music_class == "default"
+        announce = await caller.read_until("announce")
+        assert announce.position == position
+
+    served: list[str] = []
+    previous = talking
+    for caller in callers:
+        await previous.end_connection()
+        offer = await caller.read_until("offer")
+        assert offer.agent_user_id == "alice"
+        await caller.answer(offer)
+        served.append(caller.call_id)
+        previous = caller
+    await previous.end_connection()
+    assert served == [c.call_id for c in callers]
+    # Each caller heard their place shrink, in order, and nothing out of order.
+    assert callers[0].announcements() == [1]
+    assert callers[1].announcements() == [2, 1]
+    assert callers[2].announcements() == [3, 2, 1]
+
+    # Joined and answered facts for each served caller, numbered per call on leg "queue".
+    events = await read_call_events(kafka_bootstrap, [c.call_id for c in callers], expected=6)
+    by_call: dict[str, list[tuple[int, str]]] = {}
+    for event in events:
+        assert event.leg == "queue" and event.tenant_id == TENANT and event.event_id
+        by_call.setdefault(event.call_id, []).append((event.seq, event.WhichOneof("kind")))
+    for caller in callers:
+        assert sorted(by_call[caller.call_id]) == [(1, "queue_joined"), (2, "queue_answered")]
+
+
+async def test_a_callback_request_keeps_the_callers_place(
+    start_replica: Any, store: QueueStore, kafka_bootstrap: str
+) -> None:
+    replica = await start_replica(kafka_bootstrap=kafka_bootstrap)
+    talking = await busy_alice(replica, store)
+    first, second, third = (new_caller(i) for i in (1, 2, 3))
+    for caller in (first, second, third):
+        await caller.open(replica.stub, TENANT, "support")
+        await caller.read_until("announce")  # the position on joining
+    await second.send(dtmf=queue_pb2.Dtmf(digit="1"))
+    accepted = await second.read_until("callback_accepted")
+    assert accepted.position == 2 and accepted.number == second.number
+    assert await second.ended()  # the caller may hang up; the place stays
+
+    stats = await replica.stub.GetQueueStats(
+        queue_pb2.GetQueueStatsRequest(tenant_id=TENANT, queue_ids=["support"])
+    )
+    (figures,) = stats.queues
+    assert (figures.waiting, figures.callbacks_pending) == (2, 1)
+    assert figures.agents_on_call == 1 and figures.agents_available == 0
+
+    await talking.end_connection()
+    await first.answer(await first.read_until("offer"))
+    # The callback request is still ahead of the third caller.
+    assert (await third.read_until("announce")).position == 2
+    await first.end_connection()
+    # Alice is now rung for the callback, not for the third caller.
+    state = await replica.stub.GetAgentState(
+        queue_pb2.GetAgentStateRequest(tenant_id=TENANT, agent_user_id="alice")
+    )
+    assert state.status == queue_pb2.AGENT_STATUS_RINGING
+    assert replica.runtime._shards[TENANT].shard.engine.waiting("support")[0] == (
+        accepted.callback_id.removeprefix("cb-")
+    )
+
+    events = await read_call_events(kafka_bootstrap, [second.call_id], expected=2)
+    kinds = sorted((e.seq, e.WhichOneof("kind")) for e in events)
+    assert kinds == [(1, "queue_joined"), (2, "queue_callback_requested")]
+
+
+async def test_hang_up_while_waiting_is_an_abandon_and_moves_the_line_up(
+    start_replica: Any, store: QueueStore, kafka_bootstrap: str
+) -> None:
+    replica = await start_replica(kafka_bootstrap=kafka_bootstrap)
+    await busy_alice(replica, store)
+    first, second = new_caller(1), new_caller(2)
+    await first.open(replica.stub, TENANT, "support")
+    await second.open(replica.stub, TENANT, "support")
+    await second.read_until("announce")
+    await first.send(hangup=queue_pb2.Hangup())
+    assert await first.ended()
+    assert (await second.read_until("announce")).position == 1
+    events = await read_call_events(kafka_bootstrap, [first.call_id], expected=2)
+    abandoned = [e.queue_abandoned for e in events if e.HasField("queue_abandoned")]
+    assert len(abandoned) == 1 and abandoned[0].position == 1
+
+
+async def test_agent_state_rpcs(start_replica: Any, store: QueueStore) -> None:
+    replica = await start_replica()
+    await store.put_queue(TENANT, "support", support_queue())
+    await store.put_queue(TENANT, "sales", support_queue("sales"))
+    stub = replica.stub
+
+    def agent(**fields: Any) -> dict[str, Any]:
+        return {"tenant_id": TENANT, "agent_user_id": "alice", **fields}
+
+    state = await stub.GetAgentState(queue_pb2.GetAgentStateRequest(**agent()))
+    assert state.status == queue_pb2.AGENT_STATUS_LOGGED_OUT and not state.queue_ids
+
+    state = await stub.AgentLogin(queue_pb2.AgentLoginRequest(**agent()))
+    assert state.status == queue_pb2.AGENT_STATUS_AVAILABLE
+    assert sorted(state.queue_ids) == ["sales", "support"]
+    since = state.since.ToNanoseconds()
+    assert since > 0
+    again = await stub.AgentLogin(queue_pb2.AgentLoginRequest(**agent()))
+    assert again.status == queue_pb2.AGENT_STATUS_AVAILABLE
+    assert again.since.ToNanoseconds() == since  # idempotent: nothing changed
+
+    paused = await stub.AgentPause(queue_pb2.AgentPauseRequest(**agent(reason="lunch")))
+    assert (paused.status, paused.pause_reason) == (queue_pb2.AGENT_STATUS_PAUSED, "lunch")
+    stats = await stub.GetQueueStats(queue_pb2.GetQueueStatsRequest(tenant_id=TENANT))
+    assert {q.queue_id: q.agents_paused for q in stats.queues} == {"sales": 1, "support": 1}
+
+    state = await stub.AgentUnpause(queue_pb2.AgentUnpauseRequest(**agent()))
+    assert state.status == queue_pb2.AGENT_STATUS_AVAILABLE and not state.pause_reason
+    state = await stub.AgentLogout(queue_pb2.AgentLogoutRequest(**agent()))
+    assert state.status == queue_pb2.AGENT_STATUS_LOGGED_OUT
+    state = await stub.AgentLogout(queue_pb2.AgentLogoutRequest(**agent()))
+    assert state.status == queue_pb2.AGENT_STATUS_LOGGED_OUT
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.AgentPause(queue_pb2.AgentPauseRequest(**agent(reason="x")))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await stub.AgentLogin(
+            queue_pb2.AgentLoginRequest(tenant_id="no-such-tenant", agent_user_id="alice")
+        )
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as partial:
+        await stub.AgentLogin(queue_pb2.AgentLoginRequest(**agent(queue_ids=["sales"])))
+    assert partial.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_watch_queue_stats_streams_changes(start_replica: Any, store: QueueStore) -> None:
+    replica = await start_replica()
+    await store.put_queue(TENANT, "support", support_queue())
+    await replica.runtime.lease_tick()
+    watch = replica.stub.WatchQueueStats(
+        queue_pb2.WatchQueueStatsRequest(
+            tenant_id=TENANT, queue_ids=["support"], min_interval={"nanos": 100_000_000}
+        )
+    )
+    first = await watch.read()
+    assert (first.agents_logged_in, first.waiting) == (0, 0)
+    await replica.stub.AgentLogin(
+        queue_pb2.AgentLoginRequest(tenant_id=TENANT, agent_user_id="alice")
+    )
+    second = await watch.read()
+    assert (second.agents_logged_in, second.agents_available) == (1, 1)
+    watch.cancel()
+
+
+async def test_a_replica_that_does_not_own_the_tenant_redirects_to_the_owner(
+    start_replica: Any, store: QueueStore
+) -> None:
+    owner = await start_replica("queue-a")
+    await store.put_queue(TENANT, "support", support_queue())
+    await owner.runtime.lease_tick()
+    assert owner.runtime.owned_tenants() == [TENANT]
+    await owner.stub.AgentLogin(
+        queue_pb2.AgentLoginRequest(tenant_id=TENANT, agent_user_id="alice")
+    )
+    other = await start_replica("queue-b")
+    assert other.runtime.owned_tenants() == []
+
+    caller = Caller(call_id=str(uuid.uuid4()), number="+4930555")
+    with pytest.raises(grpc.aio.AioRpcError) as redirected:
+        await caller.open(other.stub, TENANT, "support")
+    assert redirected.value.code() == grpc.StatusCode.UNAVAILABLE
+    metadata = dict(redirected.value.trailing_metadata() or ())
+    assert metadata[OWNER_METADATA] == owner.address
+    # Following the redirect works; so does any other request, which is redirected alike.
+    joined = await caller.open(owner.stub, TENANT, "support")
+    assert joined.position == 1
+    with pytest.raises(grpc.aio.AioRpcError) as stats:
+        await other.stub.GetQueueStats(queue_pb2.GetQueueStatsRequest(tenant_id=TENANT))
+    assert dict(stats.value.trailing_metadata() or ())[OWNER_METADATA] == owner.address
+
+
+async def test_rejoin_by_waiting_id_keeps_the_place_and_unknown_ids_are_not_found(
+    start_replica: Any, store: QueueStore
+) -> None:
+    replica = await start_replica()
+    await busy_alice(replica, store)
+    first, second = new_caller(1), new_caller(2)
+    await first.open(replica.stub, TENANT, "support")
+    joined = await second.open(replica.stub, TENANT, "support")
+    second.call.cancel()  # the edge's stream broke (no hang-up)
+
+    again = Caller(call_id=second.call_id, number=second.number)
+    rejoined = await again.open(replica.stub, TENANT, "", waiting_id=joined.waiting_id)
+    assert rejoined.waiting_id == joined.waiting_id
+    assert rejoined.position == 2
+    assert rejoined.entered_at == joined.entered_at
+
+    stranger = Caller(call_id=str(uuid.uuid4()), number="+4930999")
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stranger.open(replica.stub, TENANT, "", waiting_id=str(uuid.uuid4()))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
