@@ -56,7 +56,11 @@ def test_every_generated_module_imports_under_its_package_path() -> None:
 
 # service -> {method: (client_streaming, server_streaming)}
 EXPECTED_SERVICES: dict[str, dict[str, tuple[bool, bool]]] = {
-    "callmesh.routing.v1.Routing": {"Plan": (False, False), "Continue": (False, False)},
+    "callmesh.routing.v1.Routing": {
+        "Plan": (False, False),
+        "Continue": (False, False),
+        "ValidateConfig": (False, False),
+    },
     "callmesh.media.v1.MediaControl": {
         **{
             name: (False, False)
@@ -114,6 +118,7 @@ EXPECTED_SERVICES: dict[str, dict[str, tuple[bool, bool]]] = {
             "GetTrunkBySource",
             "ListTrunks",
             "GetScenario",
+            "GetRoutingConfig",
         )
     }
     | {"StreamRates": (False, True)},

@@ -517,6 +517,44 @@ class Scenario(_message.Message):
 Global___Scenario: _TypeAlias = Scenario  # noqa: Y015
 
 @_typing.final
+class RoutingConfig(_message.Message):
+    """A tenant's routing configuration: one JSON document that routing interprets. Its shape is
+    routing's (services/routing/README.md; validated by Routing.ValidateConfig before the api
+    stores it): scenarios, directory (users, ring groups, queues, mailboxes, prompts, time
+    conditions, lists, short numbers), numbering plan, inbound numbers and LCR trunks and rates.
+    Rate tables can hold millions of prefixes, so a reply can be tens of megabytes: readers
+    raise their maximum receive size.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENT_JSON_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    document_json: _builtins.str
+    version: _builtins.int
+    """Grows on each saved change; ConfigChanged.version carries the same number."""
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        document_json: _builtins.str = ...,
+        version: _builtins.int = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_json", b"document_json", "tenant_id", b"tenant_id", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingConfig: _TypeAlias = RoutingConfig  # noqa: Y015
+
+@_typing.final
 class UpsertTenantRequest(_message.Message):
     """---- Requests ----"""
 
@@ -1128,3 +1166,22 @@ class GetScenarioRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetScenarioRequest: _TypeAlias = GetScenarioRequest  # noqa: Y015
+
+@_typing.final
+class GetRoutingConfigRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRoutingConfigRequest: _TypeAlias = GetRoutingConfigRequest  # noqa: Y015

@@ -135,6 +135,11 @@ class ProvisioningStub:
                 request_serializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.GetScenarioRequest.SerializeToString,
                 response_deserializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.Scenario.FromString,
                 _registered_method=True)
+        self.GetRoutingConfig = channel.unary_unary(
+                '/callmesh.provisioning.v1.Provisioning/GetRoutingConfig',
+                request_serializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.GetRoutingConfigRequest.SerializeToString,
+                response_deserializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.RoutingConfig.FromString,
+                _registered_method=True)
 
 
 class ProvisioningServicer:
@@ -264,6 +269,15 @@ class ProvisioningServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRoutingConfig(self, request, context):
+        """A tenant's whole routing document as stored (routing reads it on first use and again after
+        a `callmesh.config.v1` ConfigChanged of kind CONFIG_KIND_SCENARIO or CONFIG_KIND_TENANT for
+        the tenant). NOT_FOUND when the tenant has no routing configuration.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProvisioningServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -366,6 +380,11 @@ def add_ProvisioningServicer_to_server(servicer, server):
                     servicer.GetScenario,
                     request_deserializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.GetScenarioRequest.FromString,
                     response_serializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.Scenario.SerializeToString,
+            ),
+            'GetRoutingConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoutingConfig,
+                    request_deserializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.GetRoutingConfigRequest.FromString,
+                    response_serializer=callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.RoutingConfig.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -909,6 +928,33 @@ class Provisioning:
             '/callmesh.provisioning.v1.Provisioning/GetScenario',
             callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.GetScenarioRequest.SerializeToString,
             callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.Scenario.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoutingConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callmesh.provisioning.v1.Provisioning/GetRoutingConfig',
+            callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.GetRoutingConfigRequest.SerializeToString,
+            callmesh_dot_provisioning_dot_v1_dot_provisioning__pb2.RoutingConfig.FromString,
             options,
             channel_credentials,
             insecure,

@@ -72,6 +72,11 @@ class ProvisioningStub:
     """Every rate of a trunk's rate table, streamed (tables reach millions of prefixes)."""
     GetScenario: _grpc.UnaryUnaryMultiCallable[_provisioning_pb2.GetScenarioRequest, _provisioning_pb2.Scenario]
     """Scenarios are edited through the REST API (with routing's validation); here they are read."""
+    GetRoutingConfig: _grpc.UnaryUnaryMultiCallable[_provisioning_pb2.GetRoutingConfigRequest, _provisioning_pb2.RoutingConfig]
+    """A tenant's whole routing document as stored (routing reads it on first use and again after
+    a `callmesh.config.v1` ConfigChanged of kind CONFIG_KIND_SCENARIO or CONFIG_KIND_TENANT for
+    the tenant). NOT_FOUND when the tenant has no routing configuration.
+    """
 
 @_typing.type_check_only
 class ProvisioningAsyncStub(ProvisioningStub):
@@ -101,6 +106,11 @@ class ProvisioningAsyncStub(ProvisioningStub):
     """Every rate of a trunk's rate table, streamed (tables reach millions of prefixes)."""
     GetScenario: _aio.UnaryUnaryMultiCallable[_provisioning_pb2.GetScenarioRequest, _provisioning_pb2.Scenario]  # type: ignore[assignment]
     """Scenarios are edited through the REST API (with routing's validation); here they are read."""
+    GetRoutingConfig: _aio.UnaryUnaryMultiCallable[_provisioning_pb2.GetRoutingConfigRequest, _provisioning_pb2.RoutingConfig]  # type: ignore[assignment]
+    """A tenant's whole routing document as stored (routing reads it on first use and again after
+    a `callmesh.config.v1` ConfigChanged of kind CONFIG_KIND_SCENARIO or CONFIG_KIND_TENANT for
+    the tenant). NOT_FOUND when the tenant has no routing configuration.
+    """
 
 class ProvisioningServicer(metaclass=_abc_1.ABCMeta):
     """Tenants, users/extensions, numbers, trunks and scenarios: writes and versioned reads."""
@@ -247,5 +257,16 @@ class ProvisioningServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_provisioning_pb2.Scenario, _abc.Awaitable[_provisioning_pb2.Scenario]]:
         """Scenarios are edited through the REST API (with routing's validation); here they are read."""
+
+    @_abc_1.abstractmethod
+    def GetRoutingConfig(
+        self,
+        request: _provisioning_pb2.GetRoutingConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provisioning_pb2.RoutingConfig, _abc.Awaitable[_provisioning_pb2.RoutingConfig]]:
+        """A tenant's whole routing document as stored (routing reads it on first use and again after
+        a `callmesh.config.v1` ConfigChanged of kind CONFIG_KIND_SCENARIO or CONFIG_KIND_TENANT for
+        the tenant). NOT_FOUND when the tenant has no routing configuration.
+        """
 
 def add_ProvisioningServicer_to_server(servicer: ProvisioningServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

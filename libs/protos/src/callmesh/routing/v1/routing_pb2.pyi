@@ -865,6 +865,7 @@ class DialTarget(_message.Message):
     SIP_URI_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
+    START_AFTER_FIELD_NUMBER: _builtins.int
     label: _builtins.str
     """Free label reported back in DialResult (e.g. the ring group member id)."""
     @_builtins.property
@@ -881,6 +882,15 @@ class DialTarget(_message.Message):
     def timeout(self) -> _duration_pb2.Duration:
         """How long this target rings; unset = the dial's timeout."""
 
+    @_builtins.property
+    def start_after(self) -> _duration_pb2.Duration:
+        """Ring this target only from this long after the dial started. Routing sets it on every
+        target of the dials it plans from ring groups, follow-me lists and ICM, so the edge runs
+        each strategy the same way: target i rings from start_after until start_after + timeout
+        (capped by the dial's timeout), whatever `strategy` says; `strategy` is then informational.
+        Unset on every target = start them according to `strategy` alone.
+        """
+
     def __init__(
         self,
         *,
@@ -891,10 +901,11 @@ class DialTarget(_message.Message):
         sip_uri: Global___SipUriTarget | None = ...,
         timeout: _duration_pb2.Duration | None = ...,
         label: _builtins.str = ...,
+        start_after: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["extension", b"extension", "kind", b"kind", "number", b"number", "sip_uri", b"sip_uri", "timeout", b"timeout", "trunk", b"trunk", "user", b"user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extension", b"extension", "kind", b"kind", "number", b"number", "sip_uri", b"sip_uri", "start_after", b"start_after", "timeout", b"timeout", "trunk", b"trunk", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["extension", b"extension", "kind", b"kind", "label", b"label", "number", b"number", "sip_uri", b"sip_uri", "timeout", b"timeout", "trunk", b"trunk", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extension", b"extension", "kind", b"kind", "label", b"label", "number", b"number", "sip_uri", b"sip_uri", "start_after", b"start_after", "timeout", b"timeout", "trunk", b"trunk", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["extension", "user", "number", "trunk", "sip_uri"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
@@ -1354,6 +1365,86 @@ class HangupVerb(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HangupVerb: _TypeAlias = HangupVerb  # noqa: Y015
+
+@_typing.final
+class ValidateConfigRequest(_message.Message):
+    """---- Configuration validation ----"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENT_JSON_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """Tenant the document belongs to. When the document names a `tenant_id` it must be this one;
+    when it names none, this one is assumed.
+    """
+    document_json: _builtins.str
+    """The routing document as JSON: the same document Provisioning.GetRoutingConfig serves
+    (scenarios, directory, numbering, inbound numbers, LCR trunks and rates).
+    """
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        document_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_json", b"document_json", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidateConfigRequest: _TypeAlias = ValidateConfigRequest  # noqa: Y015
+
+@_typing.final
+class ConfigProblem(_message.Message):
+    """One thing wrong with a routing document."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Dotted path into the document ("scenarios.0.steps.menu.options.2", "lcr.rates.mts.7495");
+    empty for the document as a whole.
+    """
+    message: _builtins.str
+    """What is wrong, for people ("unknown step 'sales'", "can never be reached from the start")."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigProblem: _TypeAlias = ConfigProblem  # noqa: Y015
+
+@_typing.final
+class ValidateConfigReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROBLEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def problems(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfigProblem]:
+        """Every problem found, in document order; empty = the document is valid."""
+
+    def __init__(
+        self,
+        *,
+        problems: _abc.Iterable[Global___ConfigProblem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["problems", b"problems"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidateConfigReply: _TypeAlias = ValidateConfigReply  # noqa: Y015
 
 @_typing.final
 class VerbResult(_message.Message):

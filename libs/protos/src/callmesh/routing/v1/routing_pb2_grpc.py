@@ -45,6 +45,11 @@ class RoutingStub:
                 request_serializer=callmesh_dot_routing_dot_v1_dot_routing__pb2.ContinueRequest.SerializeToString,
                 response_deserializer=callmesh_dot_routing_dot_v1_dot_routing__pb2.PlanReply.FromString,
                 _registered_method=True)
+        self.ValidateConfig = channel.unary_unary(
+                '/callmesh.routing.v1.Routing/ValidateConfig',
+                request_serializer=callmesh_dot_routing_dot_v1_dot_routing__pb2.ValidateConfigRequest.SerializeToString,
+                response_deserializer=callmesh_dot_routing_dot_v1_dot_routing__pb2.ValidateConfigReply.FromString,
+                _registered_method=True)
 
 
 class RoutingServicer:
@@ -65,6 +70,16 @@ class RoutingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidateConfig(self, request, context):
+        """Check a tenant's routing document before it is stored (the api calls it on save) and list
+        every problem found, each with its path in the document. An empty list means the document
+        may be saved. Strict: references to things that do not exist are problems too, although at
+        run time routing would only send such steps to the tenant's default route.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoutingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +92,11 @@ def add_RoutingServicer_to_server(servicer, server):
                     servicer.Continue,
                     request_deserializer=callmesh_dot_routing_dot_v1_dot_routing__pb2.ContinueRequest.FromString,
                     response_serializer=callmesh_dot_routing_dot_v1_dot_routing__pb2.PlanReply.SerializeToString,
+            ),
+            'ValidateConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateConfig,
+                    request_deserializer=callmesh_dot_routing_dot_v1_dot_routing__pb2.ValidateConfigRequest.FromString,
+                    response_serializer=callmesh_dot_routing_dot_v1_dot_routing__pb2.ValidateConfigReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +154,33 @@ class Routing:
             '/callmesh.routing.v1.Routing/Continue',
             callmesh_dot_routing_dot_v1_dot_routing__pb2.ContinueRequest.SerializeToString,
             callmesh_dot_routing_dot_v1_dot_routing__pb2.PlanReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callmesh.routing.v1.Routing/ValidateConfig',
+            callmesh_dot_routing_dot_v1_dot_routing__pb2.ValidateConfigRequest.SerializeToString,
+            callmesh_dot_routing_dot_v1_dot_routing__pb2.ValidateConfigReply.FromString,
             options,
             channel_credentials,
             insecure,

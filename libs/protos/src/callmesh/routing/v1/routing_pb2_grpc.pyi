@@ -49,6 +49,12 @@ class RoutingStub:
     """First decision for a new call."""
     Continue: _grpc.UnaryUnaryMultiCallable[_routing_pb2.ContinueRequest, _routing_pb2.PlanReply]
     """Next decision after a verb produced a result."""
+    ValidateConfig: _grpc.UnaryUnaryMultiCallable[_routing_pb2.ValidateConfigRequest, _routing_pb2.ValidateConfigReply]
+    """Check a tenant's routing document before it is stored (the api calls it on save) and list
+    every problem found, each with its path in the document. An empty list means the document
+    may be saved. Strict: references to things that do not exist are problems too, although at
+    run time routing would only send such steps to the tenant's default route.
+    """
 
 @_typing.type_check_only
 class RoutingAsyncStub(RoutingStub):
@@ -59,6 +65,12 @@ class RoutingAsyncStub(RoutingStub):
     """First decision for a new call."""
     Continue: _aio.UnaryUnaryMultiCallable[_routing_pb2.ContinueRequest, _routing_pb2.PlanReply]  # type: ignore[assignment]
     """Next decision after a verb produced a result."""
+    ValidateConfig: _aio.UnaryUnaryMultiCallable[_routing_pb2.ValidateConfigRequest, _routing_pb2.ValidateConfigReply]  # type: ignore[assignment]
+    """Check a tenant's routing document before it is stored (the api calls it on save) and list
+    every problem found, each with its path in the document. An empty list means the document
+    may be saved. Strict: references to things that do not exist are problems too, although at
+    run time routing would only send such steps to the tenant's default route.
+    """
 
 class RoutingServicer(metaclass=_abc_1.ABCMeta):
     """Stateless call routing: verbs for a call, step by step."""
@@ -78,5 +90,17 @@ class RoutingServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_routing_pb2.PlanReply, _abc.Awaitable[_routing_pb2.PlanReply]]:
         """Next decision after a verb produced a result."""
+
+    @_abc_1.abstractmethod
+    def ValidateConfig(
+        self,
+        request: _routing_pb2.ValidateConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.ValidateConfigReply, _abc.Awaitable[_routing_pb2.ValidateConfigReply]]:
+        """Check a tenant's routing document before it is stored (the api calls it on save) and list
+        every problem found, each with its path in the document. An empty list means the document
+        may be saved. Strict: references to things that do not exist are problems too, although at
+        run time routing would only send such steps to the tenant's default route.
+        """
 
 def add_RoutingServicer_to_server(servicer: RoutingServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
