@@ -31,6 +31,12 @@ lint: setup ## ruff and mypy over the whole tree
 	@.venv/bin/ruff format --check .
 	@.venv/bin/mypy $(addprefix -p ,$(SRC_PACKAGES))
 
+FUZZ_SECONDS ?= 60
+fuzz: setup ## fuzz the SIP, SDP and digest parsers with atheris (FUZZ_SECONDS=60)
+	@mkdir -p .local/fuzz
+	@cd .local/fuzz && ../../$(PY) ../../services/sip-edge/fuzz/fuzz_sip.py \
+		--seconds $(FUZZ_SECONDS) --work-corpus corpus ../../services/sip-edge/tests/data/rfc4475
+
 protos: setup ## regenerate libs/protos from protos/
 	@$(PY) scripts/gen_protos.py
 
