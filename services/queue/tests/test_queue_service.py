@@ -3,6 +3,7 @@ events on the real Kafka broker."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -242,3 +243,20 @@ async def test_rejoin_by_waiting_id_keeps_the_place_and_unknown_ids_are_not_foun
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await stranger.open(replica.stub, TENANT, "", waiting_id=str(uuid.uuid4()))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_caller_whose_stream_stays_away_past_the_grace_is_hung_up(
+    start_replica: Any, store: QueueStore
+) -> None:
+    replica = await start_replica(rejoin_grace_seconds=0.2)
+    await busy_alice(replica, store)
+    gone, next_in_line = new_caller(1), new_caller(2)
+    await gone.open(replica.stub, TENANT, "support")
+    await next_in_line.open(replica.stub, TENANT, "support")
+    await next_in_line.read_until("announce")
+    gone.call.cancel()  # the edge died with the call: no hang-up ever comes
+    await asyncio.sleep(0.3)
+    await replica.runtime.lease_tick()
+    assert (await next_in_line.read_until("announce")).position == 1
+    stats = await replica.stub.GetQueueStats(queue_pb2.GetQueueStatsRequest(tenant_id=TENANT))
+    assert (stats.queues[0].waiting, stats.queues[0].abandoned_today) == (1, 1)

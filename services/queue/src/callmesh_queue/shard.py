@@ -411,6 +411,8 @@ class Shard:
         agent_id = record.offers.get(op["offer_id"]) if record is not None else None
         if record is None or agent_id is None:
             return
+        # A decline ends this offer without a CancelOffer from the engine: forget it here.
+        del record.offers[op["offer_id"]]
         self.engine.offer_declined(record.waiting_id, agent_id, now)
 
     def _op_connection_ended(self, op: dict[str, Any], now: float, outcome: Outcome) -> None:
