@@ -8,9 +8,11 @@ test_cdr_pipeline.py), so every figure below is worked out by hand from the scri
 
 from __future__ import annotations
 
+import base64
 import csv
 import datetime as dt
 import io
+import json
 import uuid
 import zoneinfo
 from dataclasses import dataclass
@@ -378,3 +380,19 @@ async def test_openapi_documents_the_reports(api: Api) -> None:
     assert stats["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/CallStats"
     }
+
+
+async def test_hostile_query_values_are_problems_not_errors(api: Api, day: Day) -> None:
+    base = f"/tenants/{day.tenant_id}"
+    forged = base64.urlsafe_b64encode(json.dumps([5, 7]).encode()).decode()
+    far = base64.urlsafe_b64encode(json.dumps(["0001-01-01T00:00:00", "x"]).encode()).decode()
+    for query in (
+        "calls?min_duration=%C2%B2",  # "²" is a digit to str.isdigit
+        "calls?extension=%C2%B2%C2%B3",
+        "calls?from=0001-01-01",
+        "calls?from=0001-01-01T00:00:00%2B14:00",
+        f"calls?cursor={forged}",
+        f"reports/missed?cursor={far}",
+    ):
+        status, problem, _ = await api.call("GET", f"{base}/{query}", day.admin)
+        assert status == 422, (query, problem)

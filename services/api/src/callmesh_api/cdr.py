@@ -514,7 +514,7 @@ INSERT_EVENTS = (
 
 
 def leg_values(leg: LegRecord) -> tuple[Any, ...]:
-    return dataclasses.astuple(leg)
+    return tuple(getattr(leg, name) for name in LEG_COLUMNS)
 
 
 def call_values(call: CallRecord) -> tuple[Any, ...]:
@@ -524,6 +524,13 @@ def call_values(call: CallRecord) -> tuple[Any, ...]:
 async def write_cdrs(conn: asyncpg.Connection, calls: Iterable[CallRecord]) -> None:
     """Upsert finished records (used by report fixtures and the benchmark's seed)."""
     await conn.executemany(UPSERT_CALL, [call_values(c) for c in calls])
+
+
+async def _write(conn: asyncpg.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    if len(rows) == 1:  # the common case (one event per transaction): the plain protocol path
+        await conn.execute(sql, *rows[0])
+    else:
+        await conn.executemany(sql, rows)
 
 
 class CdrIngest:
@@ -599,8 +606,8 @@ class CdrIngest:
                 call = fold_call(calls.get(key.call_id), leg, event, key, region)
                 legs[(key.call_id, key.leg)] = changed_legs[(key.call_id, key.leg)] = leg
                 calls[key.call_id] = call
-            await conn.executemany(UPSERT_LEG, [leg_values(leg) for leg in changed_legs.values()])
-            await conn.executemany(UPSERT_CALL, [call_values(calls[c]) for c in touched])
+            await _write(conn, UPSERT_LEG, [leg_values(leg) for leg in changed_legs.values()])
+            await _write(conn, UPSERT_CALL, [call_values(calls[c]) for c in touched])
         return len(fresh)
 
     async def _region(self, conn: asyncpg.Connection, tenant_id: uuid.UUID) -> str | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 import uuid
 import zoneinfo
 from collections.abc import AsyncIterator, Mapping
@@ -33,6 +34,7 @@ from .config_service import ConfigService
 from .domain.roles import Principal, Role
 
 MAX_PERIOD_DAYS = 400
+_DIGITS = re.compile(r"^[0-9]+$")  # str.isdigit() also accepts "²", which int() refuses
 DIRECTIONS = ("inbound", "outbound", "internal")
 CALL_FILTERS = (
     "from",
@@ -96,12 +98,16 @@ def _moment(text: str, zone: zoneinfo.ZoneInfo, name: str) -> tuple[dt.datetime,
     try:
         if len(text) == 10:
             day = dt.date.fromisoformat(text)
+            if not 1970 <= day.year <= 2200:
+                raise InvalidArgument(f"{name} must lie between 1970 and 2200")
             return dt.datetime.combine(day, dt.time(), zone), True
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
         raise InvalidArgument(
             f"{name} must be a date (2026-11-20) or a date-time (2026-11-20T09:00:00+03:00)"
         ) from None
+    if not 1970 <= moment.year <= 2200:
+        raise InvalidArgument(f"{name} must lie between 1970 and 2200")
     return (moment if moment.tzinfo else moment.replace(tzinfo=zone)), False
 
 
@@ -137,7 +143,7 @@ def parse_call_filter(
     if outcome is not None and outcome not in ("missed", "in_progress", *OUTCOMES):
         raise InvalidArgument(f"outcome is missed, in_progress or one of {', '.join(OUTCOMES)}")
     extension = query.get("extension")
-    if extension is not None and not (extension.isdigit() and 2 <= len(extension) <= 6):
+    if extension is not None and not (_DIGITS.match(extension) and 2 <= len(extension) <= 6):
         raise InvalidArgument("extension is 2 to 6 digits")
     department: uuid.UUID | None = None
     if "department_id" in query:
@@ -148,14 +154,14 @@ def parse_call_filter(
     prefix = query.get("caller_prefix")
     if prefix is not None:
         digits = prefix.removeprefix("+")
-        if not digits.isdigit() or len(digits) > 15:
+        if not _DIGITS.match(digits) or len(digits) > 15:
             raise InvalidArgument("caller_prefix is digits, optionally after a +")
     bounds: list[int | None] = []
     for name in ("min_duration", "max_duration"):
         raw = query.get(name)
         if raw is None:
             bounds.append(None)
-        elif not raw.isdigit() or int(raw) > 10**7:
+        elif not _DIGITS.match(raw) or len(raw) > 8:
             raise InvalidArgument(f"{name} is a whole number of seconds")
         else:
             bounds.append(int(raw) * 1000)
@@ -185,6 +191,13 @@ def decode_cursor(cursor: str, shape: int) -> list[Any]:
     if not isinstance(values, list) or len(values) != shape:
         raise InvalidArgument("cursor is not one this API issued")
     return values
+
+
+def _cursor_time(stamp: Any) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(str(stamp))
+    if moment.tzinfo is None or not 1970 <= moment.year <= 2200:
+        raise ValueError("not a time this API puts in cursors")
+    return moment
 
 
 class _Sql:
@@ -287,8 +300,8 @@ class ReportService:
         if cursor:
             stamp, call_id = decode_cursor(cursor, 2)
             try:
-                after = (dt.datetime.fromisoformat(stamp), uuid.UUID(call_id))
-            except (TypeError, ValueError):
+                after = (_cursor_time(stamp), uuid.UUID(str(call_id)))
+            except ValueError:
                 raise InvalidArgument("cursor is not one this API issued") from None
             sql.where.append(f"(started_at, call_id) < ({sql.arg(after[0])}, {sql.arg(after[1])})")
         query = (
@@ -329,8 +342,8 @@ class ReportService:
         if cursor:
             stamp, number = decode_cursor(cursor, 2)
             try:
-                last = dt.datetime.fromisoformat(stamp)
-            except (TypeError, ValueError):
+                last = _cursor_time(stamp)
+            except ValueError:
                 raise InvalidArgument("cursor is not one this API issued") from None
             page = f"AND (m.last_missed_at, m.number) < ({sql.arg(last)}, {sql.arg(str(number))})"
         query = f"""
