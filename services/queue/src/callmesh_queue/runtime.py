@@ -241,8 +241,12 @@ class QueueRuntime:
             self._held[tenant_id] = generation
         for tenant_id in list(self._held):
             if tenant_id not in self._shards:
-                with contextlib.suppress(Exception):
+                try:
                     await self._ensure_loaded(tenant_id)
+                except Exception as exc:  # retried on the next tick
+                    self.log.warning(
+                        "shard_load_failed", tenant=tenant_id, error=f"{type(exc).__name__}: {exc}"
+                    )
         await self._refresh_definitions()
         await self._hang_up_orphans()
 
