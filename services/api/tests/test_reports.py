@@ -314,6 +314,7 @@ async def test_other_tenants_reports_are_not_found(api: Api, day: Day) -> None:
         "reports/missed",
         "reports/employees",
         "reports/departments",
+        "reports/queues",
         "reports/hourly",
         "reports/stats",
     ):
@@ -396,3 +397,17 @@ async def test_hostile_query_values_are_problems_not_errors(api: Api, day: Day) 
     ):
         status, problem, _ = await api.call("GET", f"{base}/{query}", day.admin)
         assert status == 422, (query, problem)
+
+
+async def test_queue_service_level(api: Api, day: Day) -> None:
+    body = await get(api, day, "reports/queues")
+    (support,) = body["items"]
+    assert support["queue_id"] == "support"
+    assert (support["waited"], support["answered"], support["abandoned"]) == (2, 1, 1)
+    assert support["service_level"] == 0.5 and support["service_level_seconds"] == 20
+    assert support["average_wait_seconds"] == pytest.approx(32.5)
+    assert support["longest_wait_seconds"] == 45
+    status, problem, _ = await api.call(
+        "GET", f"/tenants/{day.tenant_id}/reports/queues", day.support_supervisor
+    )
+    assert status == 403 and problem["type"].endswith("/forbidden")

@@ -686,6 +686,16 @@ def _report_ops() -> list[Operation]:
         ),
         Operation(
             "GET",
+            f"{base}/reports/queues",
+            "Queue service level (answered within 20 s), waits, abandons (tenant admins)",
+            "reports",
+            _report(models.QueueLoadReport, "queue_load", LOAD_FILTERS),
+            response=models.QueueLoadReport,
+            filters=LOAD_FILTERS,
+            errors=errors,
+        ),
+        Operation(
+            "GET",
             f"{base}/reports/hourly",
             "Calls per local hour of the day",
             "reports",

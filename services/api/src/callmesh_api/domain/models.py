@@ -435,6 +435,21 @@ class HourlyLoad(Output):
     talk_seconds: float
 
 
+class QueueLoad(Output):
+    queue_id: str
+    waited: int = Field(description="calls that joined the queue")
+    answered: int
+    abandoned: int
+    left_queue: int = Field(description="left on overflow or by their own choice")
+    callbacks: int
+    service_level: float | None = Field(
+        description="answered within service_level_seconds / waited"
+    )
+    service_level_seconds: int
+    average_wait_seconds: float | None
+    longest_wait_seconds: float | None
+
+
 class Period(Output):
     period_from: dt.datetime
     period_to: dt.datetime
@@ -446,6 +461,10 @@ class EmployeeLoadReport(Period):
 
 class DepartmentLoadReport(Period):
     items: list[DepartmentLoad]
+
+
+class QueueLoadReport(Period):
+    items: list[QueueLoad]
 
 
 class HourlyLoadReport(Period):
