@@ -1,16 +1,15 @@
 """Publishes `callmesh.config.v1` from the transactional outbox.
 
-Writes put a row in `config_outbox` in the same transaction as the change (see `store`). This
-relay sends the rows in order and deletes them once the broker has acknowledged them, so a crash
-at any point re-sends rather than loses: consumers already tolerate duplicates by `event_id`,
-which is derived from the outbox row and therefore stable across re-sends. One relay at a time
-publishes (an advisory lock), which keeps each tenant's changes in commit order.
+Writes put a row in `config_outbox` in the same transaction as the change (see `store`). The
+relay (the generic `callmesh_core.outbox.OutboxRelay`) sends the rows in order and deletes them
+once the broker has acknowledged them, so a crash at any point re-sends rather than loses:
+consumers already tolerate duplicates by `event_id`, which is derived from the outbox row and
+therefore stable across re-sends. One relay at a time publishes (an advisory lock), which keeps
+each tenant's changes in commit order.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from typing import Any
 
@@ -18,6 +17,7 @@ import asyncpg
 from callmesh.events.v1 import config_pb2
 from callmesh_core.kafka import EventProducer
 from callmesh_core.logging import EventLogger
+from callmesh_core.outbox import OutboxEvent, OutboxRelay
 from google.protobuf.timestamp_pb2 import Timestamp
 
 CONFIG_TOPIC = "callmesh.config.v1"
@@ -51,7 +51,14 @@ def config_event(row: Any) -> config_pb2.ConfigChanged:
     )
 
 
-class ConfigOutboxRelay:
+def config_outbox_event(row: Any) -> OutboxEvent:
+    event = config_event(row)
+    return OutboxEvent(CONFIG_TOPIC, event, event.tenant_id, event.event_id)
+
+
+class ConfigOutboxRelay(OutboxRelay):
+    """The generic relay (`callmesh_core.outbox`) over `config_outbox`."""
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -61,69 +68,14 @@ class ConfigOutboxRelay:
         batch: int = 500,
         poll_seconds: float = 2.0,
     ) -> None:
-        self.pool = pool
-        self.producer = producer
-        self.log = log
-        self.batch = batch
-        self.poll_seconds = poll_seconds
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._listener: asyncpg.Connection | None = None
-        self.published = 0
-
-    async def publish_pending(self) -> int:
-        """Send what the outbox holds now; the number of events sent."""
-        sent = 0
-        while True:
-            async with self.pool.acquire() as conn, conn.transaction():
-                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RELAY_LOCK):
-                    return sent  # another replica's relay is at it
-                rows = await conn.fetch(
-                    "SELECT * FROM config_outbox ORDER BY id LIMIT $1", self.batch
-                )
-                if not rows:
-                    return sent
-                for row in rows:
-                    event = config_event(row)
-                    await self.producer.send(
-                        CONFIG_TOPIC, event, key=event.tenant_id, event_id=event.event_id
-                    )
-                await conn.execute(
-                    "DELETE FROM config_outbox WHERE id = ANY($1::bigint[])",
-                    [row["id"] for row in rows],
-                )
-                sent += len(rows)
-                self.published += len(rows)
-
-    async def start(self) -> None:
-        self._listener = await self.pool.acquire()
-        await self._listener.add_listener(NOTIFY_CHANNEL, self._notified)
-        self._task = asyncio.create_task(self._run(), name="config-outbox-relay")
-
-    def _notified(self, *args: object) -> None:
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.publish_pending()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Broker or database unavailable: the rows stay; try again after the poll.
-                self.log.warning("config_relay_retry", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(self.poll_seconds)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.remove_listener(NOTIFY_CHANNEL, self._notified)
-            await self.pool.release(self._listener)
-            self._listener = None
+        super().__init__(
+            pool,
+            producer,
+            log,
+            table="config_outbox",
+            to_event=config_outbox_event,
+            lock_key=_RELAY_LOCK,
+            notify_channel=NOTIFY_CHANNEL,
+            batch=batch,
+            poll_seconds=poll_seconds,
+        )
