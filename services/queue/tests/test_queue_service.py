@@ -4,14 +4,20 @@ events on the real Kafka broker."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
 import grpc
 import pytest
+from callmesh.events.v1 import calls_pb2
 from callmesh.queue.v1 import queue_pb2
+from callmesh_core.kafka import EventProducer
+from callmesh_core.logging import EventLogger
+from callmesh_queue.events import CallEventOutboxRelay
 from callmesh_queue.runtime import OWNER_METADATA
 from callmesh_queue.store import QueueStore
+from opentelemetry import trace
 
 from .conftest import Caller, new_caller, read_call_events, support_queue
 
@@ -260,3 +266,86 @@ async def test_a_caller_whose_stream_stays_away_past_the_grace_is_hung_up(
     assert (await next_in_line.read_until("announce")).position == 1
     stats = await replica.stub.GetQueueStats(queue_pb2.GetQueueStatsRequest(tenant_id=TENANT))
     assert (stats.queues[0].waiting, stats.queues[0].abandoned_today) == (1, 1)
+
+
+async def test_a_survey_after_the_agent_hangs_up_is_published_with_the_rating(
+    start_replica: Any, store: QueueStore, kafka_bootstrap: str
+) -> None:
+    replica = await start_replica(kafka_bootstrap=kafka_bootstrap)
+    await store.put_queue(TENANT, "support", support_queue(), {"survey": True})
+    await replica.runtime.lease_tick()
+    await replica.stub.AgentLogin(
+        queue_pb2.AgentLoginRequest(tenant_id=TENANT, agent_user_id="alice")
+    )
+    caller = new_caller(1)
+    await caller.open(replica.stub, TENANT, "support", language="de")
+    await caller.answer(await caller.read_until("offer"))
+    await caller.send(connection_ended=queue_pb2.ConnectionEnded(ended_by=queue_pb2.ENDED_BY_AGENT))
+    survey = await caller.read_until("start_survey")
+    assert survey.language == "de" and survey.prompts[0].prompt == "queue-survey"
+    await caller.send(survey_answer=queue_pb2.SurveyAnswer(rating=5))
+    await caller.read_until("finish")
+    assert await caller.ended()
+    events = await read_call_events(kafka_bootstrap, [caller.call_id], expected=3)
+    ratings = [
+        (e.seq, e.survey_answered.agent_user_id, e.survey_answered.rating)
+        for e in events
+        if e.HasField("survey_answered")
+    ]
+    assert ratings == [(3, "alice", 5)]
+
+
+async def test_a_queue_nobody_serves_sends_the_caller_to_its_overflow_target(
+    start_replica: Any, store: QueueStore, kafka_bootstrap: str
+) -> None:
+    replica = await start_replica(kafka_bootstrap=kafka_bootstrap)
+    config = support_queue()
+    config["overflow"] = {"kind": "voicemail", "destination": "box-7"}
+    await store.put_queue(TENANT, "support", config)
+    await replica.runtime.lease_tick()
+    caller = new_caller(1)
+    caller.call = replica.stub.Wait()
+    await caller.send(
+        join=queue_pb2.Join(
+            tenant_id=TENANT, queue_id="support", call_id=caller.call_id, caller_number="+1"
+        )
+    )
+    overflow = (await caller.read()).overflow
+    assert overflow.reason == queue_pb2.OVERFLOW_REASON_NO_AGENTS
+    assert overflow.target.voicemail_box == "box-7"
+    assert await caller.ended()
+    (event,) = await read_call_events(kafka_bootstrap, [caller.call_id], expected=1)
+    assert event.queue_left.reason == calls_pb2.QUEUE_LEFT_REASON_NO_AGENTS
+    assert event.queue_left.next.voicemail_box == "box-7"
+
+
+async def test_events_wait_in_the_outbox_until_a_relay_publishes_them(
+    start_replica: Any, store: QueueStore, queue_pool: Any, kafka_bootstrap: str
+) -> None:
+    # No relay at first (as if the broker were down or the replica died before sending).
+    replica = await start_replica()
+    await busy_alice(replica, store)
+    caller = new_caller(1)
+    await caller.open(replica.stub, TENANT, "support")
+    pending = await queue_pool.fetchval(
+        "SELECT count(*) FROM call_event_outbox WHERE call_id = $1", caller.call_id
+    )
+    assert pending == 1
+    relay = CallEventOutboxRelay(
+        queue_pool,
+        await started_producer(kafka_bootstrap),
+        EventLogger(logging.getLogger("callmesh.test.relay")),
+    )
+    try:
+        assert await relay.publish_pending() >= 1
+    finally:
+        await relay.producer.stop()
+    assert await queue_pool.fetchval("SELECT count(*) FROM call_event_outbox") == 0
+    (event,) = await read_call_events(kafka_bootstrap, [caller.call_id], expected=1)
+    assert (event.seq, event.WhichOneof("kind")) == (1, "queue_joined")
+
+
+async def started_producer(bootstrap: str) -> EventProducer:
+    producer = EventProducer(bootstrap_servers=bootstrap, tracer=trace.get_tracer("test"))
+    await producer.start()
+    return producer
