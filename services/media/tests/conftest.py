@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from callmesh_media.dsp.g711 import PCMU, G711Codec
+
+from .harness import MediaService, Phone, start_media
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SIPP_SHARE = Path("/usr/share/sip-tester")
@@ -56,3 +59,25 @@ def sipp_pcap() -> Callable[[str], list[tuple[float, bytes]]]:
         return read_pcap_udp_payloads(path)
 
     return load
+
+
+@pytest.fixture
+async def media(tmp_path: Path) -> AsyncIterator[MediaService]:
+    """A media engine behind a real gRPC server, with an Events stream already open."""
+    async for service in start_media(tmp_path):
+        await service.start_events()
+        yield service
+
+
+@pytest.fixture
+async def phones() -> AsyncIterator[Callable[..., Awaitable[Phone]]]:
+    opened: list[Phone] = []
+
+    async def open_phone(codec: G711Codec = PCMU) -> Phone:
+        phone = await Phone.open(codec)
+        opened.append(phone)
+        return phone
+
+    yield open_phone
+    for phone in opened:
+        phone.close()

@@ -1,22 +1,67 @@
 """Wiring of the media service: the one place that builds its adapters and passes them in.
 
-Plumbing only for now: the runner serves gRPC health and reflection and the HTTP side port
-(/healthz, /readyz, /metrics) and drains on SIGTERM. The service's own servicers, consumers and
-stores are registered in `build` when its features arrive (issue 4).
+- the sound library (system prompts, music on hold, tenant prompts) and the event bus;
+- the media engine: RTP sockets from `CALLMESH_MEDIA_RTP_PORT_MIN..MAX`, the 20 ms tick;
+- the `MediaControl` gRPC servicer;
+- drain: on SIGTERM the engine refuses new endpoints (UNAVAILABLE) and GetLoad reports
+  draining; the drain hook returns when the last endpoint is gone, and whatever is left when
+  the grace runs out is closed with `replica-draining-deadline`.
 """
 
 from __future__ import annotations
 
+from callmesh.media.v1 import media_pb2_grpc
 from callmesh_core.service import ServiceContext, run_service
 
 from callmesh_media.config import MediaSettings
+from callmesh_media.engine import EngineConfig, MediaEngine
+from callmesh_media.events import EventBus
+from callmesh_media.rtp import LearningPolicy
+from callmesh_media.servicer import MediaControlServicer
+from callmesh_media.sounds import SoundLibrary
+
+
+def build_engine(settings: MediaSettings, ctx: ServiceContext[MediaSettings]) -> MediaEngine:
+    sounds = SoundLibrary(
+        sounds_dir=settings.media_sounds_dir,
+        moh_dir=settings.media_moh_dir,
+        tenant_prompts_dir=settings.media_tenant_prompts_dir,
+        default_language=settings.media_default_language,
+    )
+    config = EngineConfig(
+        replica_id=settings.replica_id,
+        rtp_host=settings.media_rtp_host,
+        advertised_address=settings.advertised_address,
+        port_min=settings.media_rtp_port_min,
+        port_max=settings.media_rtp_port_max,
+        capacity_endpoints=settings.media_capacity_endpoints,
+        rtp_timeout=settings.media_rtp_timeout_seconds or None,
+        learning=LearningPolicy(
+            max_packets=settings.media_learning_packets,
+            window_seconds=settings.media_learning_seconds,
+        ),
+        recording_dir=settings.media_recording_dir,
+    )
+    return MediaEngine(config, sounds, ctx.log.child("engine"), EventBus())
 
 
 async def build(ctx: ServiceContext[MediaSettings]) -> None:
-    """Register servicers, readiness checks and drain/close hooks on `ctx`.
-
-    Nothing to register yet: only the shared plumbing runs.
-    """
+    settings = ctx.settings
+    engine = build_engine(settings, ctx)
+    engine.start()
+    ctx.grpc.add(
+        media_pb2_grpc.add_MediaControlServicer_to_server,
+        MediaControlServicer(engine, engine.bus, settings.replica_id),
+        "callmesh.media.v1.MediaControl",
+    )
+    ctx.on_drain(engine.drain)
+    ctx.on_close(engine.close)
+    ctx.log.info(
+        "media_ready",
+        rtp_host=settings.media_rtp_host,
+        advertised=settings.advertised_address,
+        ports=f"{settings.media_rtp_port_min}-{settings.media_rtp_port_max}",
+    )
 
 
 def main() -> None:

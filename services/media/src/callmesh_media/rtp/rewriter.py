@@ -61,6 +61,25 @@ class OutboundStreamRewriter:
         self._mapping = None
         self._previous_source = None
 
+    def start_external_mapping(self, packet: RtpPacket, now: float) -> tuple[int, int]:
+        """Begin a new source that a caller re-stamps itself: (sequence, timestamp) offsets.
+
+        The relay fast path adds these offsets to raw header fields without building packet
+        objects; it must report where it got to with :meth:`note_external_sent` before anything
+        else (a prompt, another source) is sent through this rewriter.
+        """
+        self._mapping = None
+        self._previous_source = None
+        mapping = self._start_mapping(packet, now)
+        self._mapping = None  # the caller owns this mapping; our next rewrite starts afresh
+        return mapping.sequence_offset, mapping.timestamp_offset
+
+    def note_external_sent(self, sequence: int, timestamp: int, now: float) -> None:
+        """The last packet the external mapping sent, so the next source continues after it."""
+        self._last_sequence = sequence % MAX_SEQUENCE
+        self._last_timestamp = timestamp % MAX_TIMESTAMP
+        self._last_sent_at = now
+
     def rewrite(self, packet: RtpPacket, now: float) -> RtpPacket | None:
         """Re-stamp one packet for sending; None if it is a stale packet of an old source."""
         mapping = self._mapping

@@ -197,6 +197,31 @@ class RtpLeg:
         self._reception.update(packet.sequence_number, packet.timestamp, now)
         return packet
 
+    def note_relayed(self, last_received_at: float) -> None:
+        """RTP was taken in by a fast path that fed :attr:`reception` directly.
+
+        That path calls ``reception.update`` per packet and reports only the arrival time of
+        its latest packet here, now and then, which is all the inactivity timer needs.
+        """
+        if last_received_at > self._last_received:
+            self._last_received = last_received_at
+            self._timed_out = False
+
+    @property
+    def reception(self) -> ReceptionStatistics | None:
+        """Statistics of the current remote source (None before its first packet)."""
+        return self._reception
+
+    def note_sent(self, packets: int, octets: int, last_timestamp: int, now: float) -> None:
+        """Account for packets a fast path sent on this leg's behalf (for SR counts)."""
+        if packets <= 0:
+            return
+        self.packets_sent += packets
+        self.octets_sent += octets
+        self._sent_since_report = True
+        self._last_rtp_timestamp_sent = last_timestamp
+        self._last_sent_at = now
+
     def receive_rtcp_datagram(self, data: bytes, source: Address, now: float) -> None:
         """RTCP on its own port: accepted only from the learned/signalled RTP IP."""
         if source[0] != self.learner.remote[0]:
