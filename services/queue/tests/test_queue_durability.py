@@ -145,3 +145,18 @@ async def test_draining_hands_the_queues_over_at_once(
     again = Caller(caller.call_id, caller.number)
     rejoined = await again.open(second.stub, TENANT, "", waiting_id=joined.waiting_id)
     assert rejoined.position == 1
+
+
+def test_a_new_local_day_starts_the_today_figures_again() -> None:
+    shard = Shard(TENANT)
+    ops = [op for op in scripted_ops() if op["now"] <= 141.0]
+    for op in ops:
+        shard.apply(op)
+    shard.apply({"op": "new_day", "now": 141.5, "queue_id": "support", "day": "2026-11-23"})
+    before = shard.engine.figures("support", 142.0)
+    assert (before.answered, before.abandoned) == (1, 1)  # the first day only gets recorded
+    shard.apply({"op": "new_day", "now": 142.0, "queue_id": "support", "day": "2026-11-24"})
+    after = shard.engine.figures("support", 142.0)
+    assert (after.answered, after.abandoned, after.waiting) == (0, 0, before.waiting)
+    restored = Shard.restore(TENANT, json.loads(json.dumps(shard.to_data())))
+    assert restored.counter_days == {"support": "2026-11-24"}

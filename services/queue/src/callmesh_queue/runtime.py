@@ -26,7 +26,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 import grpc
@@ -249,6 +251,7 @@ class QueueRuntime:
                     )
         await self._refresh_definitions()
         await self._hang_up_orphans()
+        await self._start_new_days()
 
     # ------------------------------------------------------------------ loading
 
@@ -466,6 +469,22 @@ class QueueRuntime:
             except DomainError as exc:
                 self.log.warning("timer_failed", tenant=live.tenant_id, error=exc.message)
                 return
+
+    async def _start_new_days(self) -> None:
+        """Reset a queue's "today" figures when its local midnight has passed."""
+        now = self.clock()
+        for live in list(self._shards.values()):
+            for queue_id in live.shard.engine.queue_ids():
+                zone = live.shard.queue_options(queue_id).time_zone
+                try:
+                    day = datetime.fromtimestamp(now, ZoneInfo(zone)).date().isoformat()
+                except (ZoneInfoNotFoundError, ValueError):
+                    day = datetime.fromtimestamp(now, UTC).date().isoformat()
+                if live.shard.counter_days.get(queue_id) != day:
+                    with contextlib.suppress(DomainError):
+                        await self._submit(
+                            live, {"op": "new_day", "queue_id": queue_id, "day": day}
+                        )
 
     async def _hang_up_orphans(self) -> None:
         now = self.clock()

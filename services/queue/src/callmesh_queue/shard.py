@@ -129,6 +129,8 @@ class QueueOptions:
     callback_goodbye_prompt: str = "queue-callback-goodbye"
     caller_name_prefix: str = ""
     record: bool = False
+    # IANA zone whose midnight starts a new day of "today" figures (answered, abandoned, SL).
+    time_zone: str = "UTC"
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> QueueOptions:
@@ -210,6 +212,8 @@ class Shard:
         self.engine = engine if engine is not None else QueueEngine()
         self.waits: dict[str, WaitRecord] = {}
         self.agents: dict[str, AgentRecord] = {}
+        # The local day each queue's counters belong to (ISO date).
+        self.counter_days: dict[str, str] = {}
         # Set by the runtime from the definitions table; not part of the replayed state.
         self.options: dict[str, QueueOptions] = {}
 
@@ -224,6 +228,7 @@ class Shard:
                 [agent_id, record.since, record.last_call_ended_at]
                 for agent_id, record in self.agents.items()
             ],
+            "counter_days": dict(self.counter_days),
         }
 
     @classmethod
@@ -236,6 +241,7 @@ class Shard:
             shard.waits[record.waiting_id] = record
         for agent_id, since, ended in data["agents"]:
             shard.agents[agent_id] = AgentRecord(float(since), ended)
+        shard.counter_days = {str(k): str(v) for k, v in data.get("counter_days", {}).items()}
         return shard
 
     # ------------------------------------------------------------------ queries
@@ -286,6 +292,14 @@ class Shard:
 
     def _op_configure(self, op: dict[str, Any], now: float, outcome: Outcome) -> None:
         self.engine.configure_queue(config_from_data(op["config"]), now)
+
+    def _op_new_day(self, op: dict[str, Any], now: float, outcome: Outcome) -> None:
+        """A queue's local day changed: its "today" counters start again from zero. The
+        first day a queue is seen only records the day (its counters are that day's)."""
+        queue_id = op["queue_id"]
+        if queue_id in self.counter_days:
+            self.engine.reset_counters(queue_id)
+        self.counter_days[queue_id] = op["day"]
 
     def _op_timer(self, op: dict[str, Any], now: float, outcome: Outcome) -> None:
         self.engine.handle_timer(now)
