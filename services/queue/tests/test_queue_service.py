@@ -349,3 +349,27 @@ async def started_producer(bootstrap: str) -> EventProducer:
     producer = EventProducer(bootstrap_servers=bootstrap, tracer=trace.get_tracer("test"))
     await producer.start()
     return producer
+
+
+async def test_periodic_announcements_are_driven_by_the_engines_timers(
+    start_replica: Any, store: QueueStore
+) -> None:
+    replica = await start_replica()
+    await store.put_queue(
+        TENANT,
+        "support",
+        support_queue(position_announce_interval=0.3, wait_announce_interval=0.6),
+    )
+    await replica.runtime.lease_tick()
+    await replica.stub.AgentLogin(
+        queue_pb2.AgentLoginRequest(tenant_id=TENANT, agent_user_id="alice")
+    )
+    talking = new_caller(0)
+    await talking.open(replica.stub, TENANT, "support")
+    await talking.answer(await talking.read_until("offer"))
+    caller = new_caller(1)
+    await caller.open(replica.stub, TENANT, "support")
+    heard = [await caller.read_until("announce") for _ in range(4)]
+    # On joining: position and wait; then the position every 0.3 s, the wait every 0.6 s.
+    assert [a.position for a in heard] == [1, 1, 1, 1]
+    assert [a.HasField("estimated_wait") for a in heard] == [True, False, True, False]
