@@ -178,10 +178,10 @@ class MediaService:
         raise AssertionError("Events stream did not start")
 
     async def wait_event(
-        self, kind: str, *, timeout: float = 5.0, count: int = 1
+        self, kind: str, *, within: float = 5.0, count: int = 1
     ) -> list[pb.MediaEvent]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while True:
             found = [e for e in self.events if e.WhichOneof("kind") == kind]
             if len(found) >= count or loop.time() > deadline:
