@@ -118,6 +118,7 @@ class Decision:
     verbs: tuple[Verb, ...]
     reasons: tuple[str, ...]
     state: str  # opaque token for `resume`; empty once the call is finished
+    scenario: str = ""  # the scenario the decision ended in (for logs and diagnostics)
 
     @property
     def reason(self) -> str:
@@ -243,7 +244,7 @@ class _Walk:
     def decision(self) -> Decision:
         finished = bool(self.verbs) and isinstance(self.verbs[-1], Hangup)
         token = "" if finished else self.state.encode()
-        return Decision(tuple(self.verbs), tuple(self.reasons), token)
+        return Decision(tuple(self.verbs), tuple(self.reasons), token, self.state.scenario)
 
     def hangup(self, cause: str, sip_status: int = 480) -> _Stop:
         self.verbs.append(Hangup(cause, sip_status))

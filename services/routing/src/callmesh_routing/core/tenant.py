@@ -39,9 +39,11 @@ class TenantConfig:
         # (a ring group deleted after the scenario was saved) must not: routing keeps taking
         # calls and sends those steps to the default route. `problems()` lists everything,
         # and the api refuses to save a configuration that has any.
-        fatal = [p for p in self.problems() if _is_fatal(p)]
-        if fatal:
-            raise LoadError(fatal)
+        problems = self.problems()
+        if any(_is_fatal(p) for p in problems):
+            # Every problem, not only the fatal ones: whoever saves the document should see
+            # everything at once, as with shape problems.
+            raise LoadError(problems)
         self._scenarios = {s.id: s for s in self.scenarios}
         self._inbound = {
             self.numbering.to_e164(did) or did: target for did, target in self.inbound.items()
