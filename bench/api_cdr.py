@@ -20,6 +20,8 @@ set-based INSERT ... SELECT generate_series, then the one-day queries the REST e
   report_missed_day_ms     missed inbound calls of one day not called back (all rows)
   report_call_list_day_ms  first page (50) of one day's calls, newest first
   report_stats_day_ms      ASR/ACD/NER of one day
+  report_employees_day_ms  per-employee load of one day
+  report_csv_day_ms        one day's rows for the CSV export, read through the cursor
 (median of 7 runs after one warm-up). Goals from issue 6: >= 5,000 events/s, < 200 ms for the
 one-day missed-calls report.
 
@@ -43,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "services/api/src"))
 
 import asyncpg  # noqa: E402
+import uvloop  # noqa: E402
 from callmesh.common.v1 import common_pb2  # noqa: E402
 from callmesh.events.v1 import calls_pb2  # noqa: E402
 from callmesh.events.v1.calls_pb2 import CallEvent  # noqa: E402
@@ -220,6 +223,11 @@ async def timed(run: Callable[[], Awaitable[Any]], repeats: int = 7) -> tuple[fl
 
 async def reports(pool: asyncpg.Pool, tenant: uuid.UUID) -> None:
     users = [uuid.uuid4() for _ in range(USERS)]
+    await pool.executemany(
+        "INSERT INTO users (id, tenant_id, name, role, extension, sip_realm, sip_ha1_md5,"
+        " sip_ha1_sha256) VALUES ($1, $2, $3, 'agent', $4, 'bench', '-', '-')",
+        [(user, tenant, f"Agent {n}", str(100 + n)) for n, user in enumerate(users)],
+    )
     began = time.perf_counter()
     await pool.execute(
         SEED, tenant, ROWS, START, dt.timedelta(days=DAYS), USERS, users, timeout=900
@@ -245,12 +253,22 @@ async def reports(pool: asyncpg.Pool, tenant: uuid.UUID) -> None:
     async def stats() -> int:
         return int((await service.stats(scope, day))["attempts"])
 
+    async def employees() -> int:
+        return len(await service.employee_load(scope, day))
+
+    async def csv_rows() -> int:
+        return len([row async for row in service.calls_csv(scope, day)])
+
     ms, count = await timed(missed)
     print(f"report_missed_day_ms: {ms:.1f} ms ({count} numbers not called back)")
     ms, count = await timed(call_list)
     print(f"report_call_list_day_ms: {ms:.1f} ms (first page of {count})")
     ms, count = await timed(stats)
     print(f"report_stats_day_ms: {ms:.1f} ms ({count} calls that day)")
+    ms, count = await timed(employees, repeats=3)
+    print(f"report_employees_day_ms: {ms:.1f} ms ({count} employees)")
+    ms, count = await timed(csv_rows, repeats=3)
+    print(f"report_csv_day_ms: {ms:.1f} ms ({count} rows through the server-side cursor)")
 
 
 async def main_async(dsn: str) -> None:
@@ -282,7 +300,9 @@ def main() -> None:
     stack = Stack.from_env()
     stack.up()
     try:
-        asyncio.run(main_async(stack.postgres.dsn))
+        # uvloop, as the api service runs (callmesh_core.service).
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main_async(stack.postgres.dsn))
     finally:
         stack.down(only_started=True)
 

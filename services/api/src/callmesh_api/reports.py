@@ -325,7 +325,8 @@ class ReportService:
         )
         async with self.pool.acquire() as conn, conn.transaction(readonly=True):
             async for row in conn.cursor(query, *sql.args, prefetch=1000):
-                yield [self._localise(scope, dict(row))[name] for name in CSV_FIELDS]
+                local = self._localise(scope, dict(row))
+                yield [local[name] for name in CSV_FIELDS]
 
     # -- missed calls -------------------------------------------------------------------------
     async def missed(
