@@ -43,6 +43,7 @@ from .reports import (
     parse_call_filter,
     period,
 )
+from .store import BadCursor
 
 API = "/api/v1"
 PROBLEM_JSON = "application/problem+json"
@@ -80,6 +81,7 @@ class Problem(Exception):
 
 
 _DOMAIN_PROBLEMS: list[tuple[type[DomainError], int, str, str]] = [
+    (BadCursor, 400, "bad-query", "Bad query"),
     (Unauthenticated, 401, "unauthenticated", "Not authenticated"),
     (NotFound, 404, "not-found", "Not found"),
     (PermissionDenied, 403, "forbidden", "Forbidden"),
@@ -174,6 +176,8 @@ class Call:
 
     def page(self) -> tuple[int, str | None, dict[str, str]]:
         query = dict(self.request.query)
+        if any("\x00" in key or "\x00" in value for key, value in query.items()):
+            raise Problem(400, "bad-query", "Bad query", "query must not contain NUL characters")
         raw_limit = query.pop("limit", str(DEFAULT_LIMIT))
         if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
             raise Problem(400, "bad-query", "Bad query", f"limit must be an integer 1..{MAX_LIMIT}")
@@ -771,6 +775,16 @@ def build_rest_app(service: ConfigService) -> web.Application:
 
 def _endpoint(service: ConfigService, operation: Operation) -> Any:
     async def endpoint(request: web.Request) -> web.StreamResponse:
+        if operation.is_list:
+            unknown = set(request.query) - {"limit", "cursor", *operation.filters}
+            if unknown:
+                raise Problem(
+                    400,
+                    "bad-query",
+                    "Bad query",
+                    f"unknown query parameter(s) {', '.join(sorted(unknown))}; "
+                    f"filters here: {', '.join(operation.filters) or 'none'}",
+                )
         principal = Principal(role=Role.AGENT, tenant_id=None)  # replaced unless public
         if not operation.public:
             principal = await service.authenticate(_bearer(request))

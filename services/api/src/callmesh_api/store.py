@@ -139,6 +139,10 @@ ROUTING_CONFIGS = Table(
 )
 
 
+class BadCursor(InvalidArgument):
+    """A `cursor` query value this API did not issue (a query problem, not a body problem)."""
+
+
 def encode_cursor(created_at: dt.datetime, row_id: uuid.UUID) -> str:
     raw = f"{created_at.isoformat()}|{row_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -150,7 +154,7 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
         stamp, _, row_id = raw.partition("|")
         return dt.datetime.fromisoformat(stamp), uuid.UUID(row_id)
     except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("cursor is not one this API issued") from None
+        raise BadCursor("cursor is not one this API issued") from None
 
 
 JSON_COLUMNS = frozenset({"rate_table", "document"})

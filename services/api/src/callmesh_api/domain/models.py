@@ -12,10 +12,10 @@ import ipaddress
 import re
 import uuid
 import zoneinfo
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import phonenumbers
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .roles import Role
 
@@ -96,8 +96,66 @@ Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", exa
 PermissionClass = Literal["internal", "local", "long_distance", "international"]
 
 
+def _no_nul(value: object) -> object:
+    """PostgreSQL text cannot hold NUL; refuse it here with a clear reason, anywhere in the body."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("text must not contain NUL (\\u0000) characters")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key)
+            _no_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _no_nul(item)
+    return value
+
+
 class Input(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: object) -> object:
+        return _no_nul(data)
+
+
+def _drop_null_from_schema(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    keep: frozenset[str] = getattr(model, "nullable", frozenset())
+    for name, prop in schema.get("properties", {}).items():
+        options = prop.get("anyOf")
+        if name in keep or not options:
+            continue
+        rest = [o for o in options if o.get("type") != "null"]
+        if len(rest) == 1:
+            prop.pop("anyOf")
+            prop.update(rest[0])
+        else:
+            prop["anyOf"] = rest
+        if prop.get("default", ...) is None:
+            prop.pop("default")
+
+
+class Patch(Input):
+    """A partial update: a field left out keeps its value; only `nullable` fields may be set
+    to null (to clear them). The JSON Schema says so, so clients and generators know it."""
+
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, json_schema_extra=_drop_null_from_schema
+    )
+    nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _refuse_null_for_required(self) -> Self:
+        cleared = sorted(
+            name
+            for name in self.model_fields_set
+            if getattr(self, name) is None and name not in self.nullable
+        )
+        if cleared:
+            raise ValueError(
+                f"{', '.join(cleared)} cannot be null; leave a field out to keep its value"
+            )
+        return self
 
 
 class Output(BaseModel):
@@ -125,7 +183,9 @@ class TenantCreate(Input):
     enabled: bool = True
 
 
-class TenantUpdate(Input):
+class TenantUpdate(Patch):
+    nullable = frozenset({"default_scenario_id"})
+
     name: Name | None = None
     timezone: TimeZone | None = None
     default_region: Region | None = None
@@ -153,7 +213,9 @@ class DepartmentCreate(Input):
     extension: Extension | None = None
 
 
-class DepartmentUpdate(Input):
+class DepartmentUpdate(Patch):
+    nullable = frozenset({"extension"})
+
     name: Name | None = None
     extension: Extension | None = None
 
@@ -189,7 +251,9 @@ class UserCreate(Input):
     enabled: bool = True
 
 
-class UserUpdate(Input):
+class UserUpdate(Patch):
+    nullable = frozenset({"email", "department_id", "mobile", "outbound_caller_id"})
+
     name: Name | None = None
     role: TenantRole | None = None
     email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)] | None = (
@@ -259,7 +323,9 @@ class TrunkCreate(Input):
     enabled: bool = True
 
 
-class TrunkUpdate(Input):
+class TrunkUpdate(Patch):
+    nullable = frozenset({"username", "secret"})
+
     name: Name | None = None
     host: Host | None = None
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
@@ -302,7 +368,9 @@ class NumberCreate(Input):
     enabled: bool = True
 
 
-class NumberUpdate(Input):
+class NumberUpdate(Patch):
+    nullable = frozenset({"trunk_id", "scenario_id"})
+
     description: Annotated[str, Field(max_length=500)] | None = None
     trunk_id: uuid.UUID | None = None
     scenario_id: uuid.UUID | None = None
