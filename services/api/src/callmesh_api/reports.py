@@ -34,6 +34,12 @@ from .config_service import ConfigService
 from .domain.roles import Principal, Role
 
 MAX_PERIOD_DAYS = 400
+
+
+class BadQuery(InvalidArgument):
+    """A report query parameter that cannot be used (a query problem: 400, not 422)."""
+
+
 _DIGITS = re.compile(r"^[0-9]+$")  # str.isdigit() also accepts "²", which int() refuses
 DIRECTIONS = ("inbound", "outbound", "internal")
 CALL_FILTERS = (
@@ -99,15 +105,15 @@ def _moment(text: str, zone: zoneinfo.ZoneInfo, name: str) -> tuple[dt.datetime,
         if len(text) == 10:
             day = dt.date.fromisoformat(text)
             if not 1970 <= day.year <= 2200:
-                raise InvalidArgument(f"{name} must lie between 1970 and 2200")
+                raise BadQuery(f"{name} must lie between 1970 and 2200")
             return dt.datetime.combine(day, dt.time(), zone), True
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidArgument(
+        raise BadQuery(
             f"{name} must be a date (2026-11-20) or a date-time (2026-11-20T09:00:00+03:00)"
         ) from None
     if not 1970 <= moment.year <= 2200:
-        raise InvalidArgument(f"{name} must lie between 1970 and 2200")
+        raise BadQuery(f"{name} must lie between 1970 and 2200")
     return (moment if moment.tzinfo else moment.replace(tzinfo=zone)), False
 
 
@@ -118,7 +124,7 @@ def parse_call_filter(
     `from` the period is today (local); without `to` it ends with the day `from` starts."""
     unknown = sorted(set(query) - set(allowed))
     if unknown:
-        raise InvalidArgument(f"unknown query parameter(s): {', '.join(unknown)}")
+        raise BadQuery(f"unknown query parameter(s): {', '.join(unknown)}")
     zone = zoneinfo.ZoneInfo(timezone)
     if "from" in query:
         start, _ = _moment(query["from"], zone, "from")
@@ -133,36 +139,36 @@ def parse_call_filter(
             start.astimezone(zone).date() + dt.timedelta(days=1), dt.time(), zone
         )
     if end <= start:
-        raise InvalidArgument("to must be after from")
+        raise BadQuery("to must be after from")
     if end - start > dt.timedelta(days=MAX_PERIOD_DAYS):
-        raise InvalidArgument(f"the period may be at most {MAX_PERIOD_DAYS} days")
+        raise BadQuery(f"the period may be at most {MAX_PERIOD_DAYS} days")
     direction = query.get("direction")
     if direction is not None and direction not in DIRECTIONS:
-        raise InvalidArgument(f"direction is one of {', '.join(DIRECTIONS)}")
+        raise BadQuery(f"direction is one of {', '.join(DIRECTIONS)}")
     outcome = query.get("outcome")
     if outcome is not None and outcome not in ("missed", "in_progress", *OUTCOMES):
-        raise InvalidArgument(f"outcome is missed, in_progress or one of {', '.join(OUTCOMES)}")
+        raise BadQuery(f"outcome is missed, in_progress or one of {', '.join(OUTCOMES)}")
     extension = query.get("extension")
     if extension is not None and not (_DIGITS.match(extension) and 2 <= len(extension) <= 6):
-        raise InvalidArgument("extension is 2 to 6 digits")
+        raise BadQuery("extension is 2 to 6 digits")
     department: uuid.UUID | None = None
     if "department_id" in query:
         try:
             department = uuid.UUID(query["department_id"])
         except ValueError:
-            raise InvalidArgument("department_id is not an id") from None
+            raise BadQuery("department_id is not an id") from None
     prefix = query.get("caller_prefix")
     if prefix is not None:
         digits = prefix.removeprefix("+")
         if not _DIGITS.match(digits) or len(digits) > 15:
-            raise InvalidArgument("caller_prefix is digits, optionally after a +")
+            raise BadQuery("caller_prefix is digits, optionally after a +")
     bounds: list[int | None] = []
     for name in ("min_duration", "max_duration"):
         raw = query.get(name)
         if raw is None:
             bounds.append(None)
         elif not _DIGITS.match(raw) or len(raw) > 8:
-            raise InvalidArgument(f"{name} is a whole number of seconds")
+            raise BadQuery(f"{name} is a whole number of seconds")
         else:
             bounds.append(int(raw) * 1000)
     return CallFilter(
@@ -187,9 +193,9 @@ def decode_cursor(cursor: str, shape: int) -> list[Any]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         values = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("cursor is not one this API issued") from None
+        raise BadQuery("cursor is not one this API issued") from None
     if not isinstance(values, list) or len(values) != shape:
-        raise InvalidArgument("cursor is not one this API issued")
+        raise BadQuery("cursor is not one this API issued")
     return values
 
 
@@ -302,7 +308,7 @@ class ReportService:
             try:
                 after = (_cursor_time(stamp), uuid.UUID(str(call_id)))
             except ValueError:
-                raise InvalidArgument("cursor is not one this API issued") from None
+                raise BadQuery("cursor is not one this API issued") from None
             sql.where.append(f"(started_at, call_id) < ({sql.arg(after[0])}, {sql.arg(after[1])})")
         query = (
             f"SELECT {', '.join(CALL_COLUMNS)} FROM cdrs WHERE {sql.clause()}"
@@ -345,7 +351,7 @@ class ReportService:
             try:
                 last = _cursor_time(stamp)
             except ValueError:
-                raise InvalidArgument("cursor is not one this API issued") from None
+                raise BadQuery("cursor is not one this API issued") from None
             page = f"AND (m.last_missed_at, m.number) < ({sql.arg(last)}, {sql.arg(str(number))})"
         query = f"""
             WITH missed AS (

@@ -37,6 +37,7 @@ from .domain.roles import Principal, Role
 from .reports import (
     CALL_FILTERS,
     CSV_FIELDS,
+    BadQuery,
     CallFilter,
     ReportService,
     Scope,
@@ -82,6 +83,7 @@ class Problem(Exception):
 
 _DOMAIN_PROBLEMS: list[tuple[type[DomainError], int, str, str]] = [
     (BadCursor, 400, "bad-query", "Bad query"),
+    (BadQuery, 400, "bad-query", "Bad query"),
     (Unauthenticated, 401, "unauthenticated", "Not authenticated"),
     (NotFound, 404, "not-found", "Not found"),
     (PermissionDenied, 403, "forbidden", "Forbidden"),
@@ -232,6 +234,7 @@ class Operation:
     public: bool = False
     filters: tuple[str, ...] = ()
     errors: tuple[int, ...] = field(default=(400, 401, 403, 404))
+    media_type: str = "application/json"  # of a success without a response model
 
 
 RESOURCES: dict[str, tuple[str, type[BaseModel], type[BaseModel], type[BaseModel]]] = {
@@ -634,7 +637,7 @@ def _report(model: type[BaseModel], method: str, allowed: tuple[str, ...]) -> Ha
 
 def _report_ops() -> list[Operation]:
     base = f"{API}/tenants/{{tenant_id}}"
-    errors = (400, 401, 403, 404, 422)
+    errors = (400, 401, 403, 404)
     return [
         Operation(
             "GET",
@@ -656,6 +659,7 @@ def _report_ops() -> list[Operation]:
             _calls_csv,
             filters=CALL_FILTERS,
             errors=errors,
+            media_type="text/csv",
         ),
         Operation(
             "GET",
@@ -954,6 +958,8 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
             success["headers"] = {"ETag": {"schema": {"type": "string"}}}
     elif op.is_list:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
+    elif op.media_type != "application/json":
+        success["content"] = {op.media_type: {"schema": {"type": "string"}}}
     doc["responses"][str(op.status)] = success
     if op.method == "GET" and not op.is_list:
         doc["responses"]["304"] = {"description": "Not modified (If-None-Match)"}
