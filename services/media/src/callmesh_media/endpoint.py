@@ -268,7 +268,10 @@ class Endpoint(asyncio.DatagramProtocol):
         self.dtmf_detector: DtmfDetector | None = None
         self.fax_detector: FaxToneDetector | None = None
         self.telephone_events = TelephoneEventReceiver()
-        self.pending_event: tuple[str, float, float] | None = None  # digit, started, last seen
+        # An RFC 4733 press not ended yet: (digit, RTP timestamp, started, last packet at).
+        self.pending_event: tuple[str, int, float, float] | None = None
+        # Presses closed by timeout: a late end packet of one of them is not a new digit.
+        self.closed_events: deque[int] = deque(maxlen=8)
         self.inbound_frame: Int16Array | None = None  # decoded this tick
         self.outbound_frame: Int16Array | None = None  # generated for it this tick
         self.generator_ssrc = (leg.local_ssrc ^ 0x5A5A5A5A) or 1

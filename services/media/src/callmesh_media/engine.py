@@ -679,14 +679,16 @@ class MediaEngine:
     def _on_telephone_event(self, endpoint: Endpoint, packet: RtpPacket, now: float) -> None:
         for notice in endpoint.telephone_events.receive(packet):
             if isinstance(notice, TelephoneEventStarted) and notice.digit is not None:
-                endpoint.pending_event = (notice.digit, now, now)
+                endpoint.pending_event = (notice.digit, notice.timestamp, now, now)
                 self._barge_in(endpoint, notice.digit)
             elif isinstance(notice, TelephoneEventEnded) and notice.digit is not None:
                 endpoint.pending_event = None
+                if notice.timestamp in endpoint.closed_events:
+                    continue  # already reported when its end packets were overdue
                 self._digit(endpoint, notice.digit, notice.duration / 8000, "rfc4733", now)
         if endpoint.pending_event is not None:
-            digit, started, _ = endpoint.pending_event
-            endpoint.pending_event = (digit, started, now)
+            digit, timestamp, started, _ = endpoint.pending_event
+            endpoint.pending_event = (digit, timestamp, started, now)
 
     def _digit(
         self, endpoint: Endpoint, digit: str, duration: float, source: str, now: float
@@ -1246,9 +1248,12 @@ class MediaEngine:
                 endpoint.next_stats_at = now + endpoint.stats_interval
                 self._emit(LegStatsEvent(self._snapshot(endpoint)), endpoint)
             pending = endpoint.pending_event
-            if pending is not None and now - pending[2] > _EVENT_END_TIMEOUT:
+            if pending is not None and now - pending[3] > _EVENT_END_TIMEOUT:
+                # Every end packet of this press was lost: report it with what we saw.
+                digit, timestamp, started, last_seen = pending
                 endpoint.pending_event = None
-                self._digit(endpoint, pending[0], pending[2] - pending[1], "rfc4733", now)
+                endpoint.closed_events.append(timestamp)
+                self._digit(endpoint, digit, last_seen - started, "rfc4733", now)
         wall, cpu = time.monotonic(), time.process_time()
         elapsed = wall - self._cpu_mark[0]
         if elapsed >= 1.0:
