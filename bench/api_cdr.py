@@ -257,7 +257,7 @@ async def reports(pool: asyncpg.Pool, tenant: uuid.UUID) -> None:
         return len(await service.employee_load(scope, day))
 
     async def csv_rows() -> int:
-        return len([row async for row in service.calls_csv(scope, day)])
+        return len([row async for row in await service.calls_csv(scope, day)])
 
     ms, count = await timed(missed)
     print(f"report_missed_day_ms: {ms:.1f} ms ({count} numbers not called back)")

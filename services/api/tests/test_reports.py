@@ -371,6 +371,11 @@ async def test_csv_export_streams_the_day(api: Api, day: Day) -> None:
     assert {r["call_id"] for r in agent_rows} == {
         day.calls[k] for k in ("missed", "cancelled", "missed_again", "late")
     }
+    # A department that does not exist is a problem response, not a broken stream.
+    status, problem, _ = await api.call(
+        "GET", f"/tenants/{day.tenant_id}/calls.csv?department_id={uuid.uuid4()}", day.admin
+    )
+    assert status == 404 and problem["type"].endswith("/not-found")
 
 
 async def test_openapi_documents_the_reports(api: Api) -> None:

@@ -323,14 +323,21 @@ class ReportService:
         return [self._localise(scope, r) for r in rows], next_cursor
 
     async def calls_csv(self, scope: Scope, flt: CallFilter) -> AsyncIterator[list[Any]]:
-        """Every matching call, oldest first, read through a server-side cursor."""
+        """Every matching call, oldest first, read through a server-side cursor. The query is
+        checked here (an unknown department is *not found*) before the caller starts sending:
+        once a streamed response has begun, a problem can no longer be reported."""
         sql = await self._where(scope, flt)
         query = (
             f"SELECT {', '.join(CALL_COLUMNS)} FROM cdrs WHERE {sql.clause()}"
             " ORDER BY started_at, call_id"
         )
+        return self._csv_rows(scope, query, sql.args)
+
+    async def _csv_rows(
+        self, scope: Scope, query: str, args: list[Any]
+    ) -> AsyncIterator[list[Any]]:
         async with self.pool.acquire() as conn, conn.transaction(readonly=True):
-            async for row in conn.cursor(query, *sql.args, prefetch=1000):
+            async for row in conn.cursor(query, *args, prefetch=1000):
                 local = self._localise(scope, dict(row))
                 yield [local[name] for name in CSV_FIELDS]
 

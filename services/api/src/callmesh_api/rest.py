@@ -584,6 +584,7 @@ async def _calls_csv(call: Call) -> web.StreamResponse:
     """The call list as CSV, streamed: rows come from a server-side cursor in chunks, so a
     year of calls never sits in memory."""
     reports, scope, flt = await _report_scope(call, dict(call.request.query), CALL_FILTERS)
+    rows = await reports.calls_csv(scope, flt)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/csv; charset=utf-8",
@@ -596,7 +597,7 @@ async def _calls_csv(call: Call) -> web.StreamResponse:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_FIELDS)
-    async for row in reports.calls_csv(scope, flt):
+    async for row in rows:
         writer.writerow(_csv_cell(value) for value in row)
         if buffer.tell() >= CSV_CHUNK_BYTES:
             await response.write(buffer.getvalue().encode())
