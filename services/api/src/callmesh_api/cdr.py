@@ -330,7 +330,20 @@ def fold_call(
     record = call or CallRecord(call_id=key.call_id, tenant_id=key.tenant_id)
     kind = key.kind
     changes: dict[str, Any] = {"started_at": _min(record.started_at, key.occurred_at)}
-    if key.leg == A_LEG:
+    if kind.startswith("queue_"):  # the queue reports on a leg of its own ("queue")
+        if leg.queue_id:
+            changes["queue_id"] = leg.queue_id
+        if leg.queue_result:
+            changes["queue_result"] = leg.queue_result
+            changes["queue_wait_ms"] = leg.queue_wait_ms
+        if kind == "queue_answered" and leg.answered_by_user_id is not None:
+            changes.update(
+                person_answered=True,
+                b_answered_at=_min(record.b_answered_at, leg.answered_at),
+                answered_by_user_id=record.answered_by_user_id or leg.answered_by_user_id,
+                party_user_ids=_append(record.party_user_ids, leg.answered_by_user_id),
+            )
+    elif key.leg == A_LEG:
         if kind == "attempt":
             attempt = event.attempt
             direction = leg.direction or "unknown"
@@ -369,20 +382,7 @@ def fold_call(
             )
         if kind in ("ringing", "ended") and leg.post_dial_delay_ms is not None:
             changes["post_dial_delay_ms"] = leg.post_dial_delay_ms
-    elif key.leg == QUEUE_LEG or kind.startswith("queue_"):
-        if leg.queue_id:
-            changes["queue_id"] = leg.queue_id
-        if leg.queue_result:
-            changes["queue_result"] = leg.queue_result
-            changes["queue_wait_ms"] = leg.queue_wait_ms
-        if kind == "queue_answered" and leg.answered_by_user_id is not None:
-            changes.update(
-                person_answered=True,
-                b_answered_at=_min(record.b_answered_at, leg.answered_at),
-                answered_by_user_id=record.answered_by_user_id or leg.answered_by_user_id,
-                party_user_ids=_append(record.party_user_ids, leg.answered_by_user_id),
-            )
-    else:  # a leg the platform created: an extension, a mobile, a trunk
+    elif key.leg != QUEUE_LEG:  # a leg the platform created: an extension, a mobile, a trunk
         if kind == "attempt":
             changes.update(
                 b_legs=record.b_legs + 1,
