@@ -80,7 +80,11 @@ from callmesh_media.sdp import LocalAudio, SdpError, answer_direction, build_sdp
 from callmesh_media.sounds import SoundLibrary, SoundNotFound, SoundSource
 
 TICK = 0.02
+# Each endpoint's timers, RTCP and statistics are looked at every HOUSEKEEPING seconds, in
+# HOUSEKEEPING_SLICES steps that each take a slice of the endpoints, so a replica with
+# thousands of legs never stalls its loop (and the relayed packets) for one long sweep.
 HOUSEKEEPING = 0.25
+HOUSEKEEPING_SLICES = 5
 TELEPHONE_EVENT_PAYLOAD_TYPE = 101
 # A digit seen by both RFC 4733 and in-band detection within this window is one key press.
 _DIGIT_DEDUP_SECONDS = 0.6
@@ -195,6 +199,8 @@ class MediaEngine:
         self._next_tick = 0.0
         self._layout: tuple[MixLayout, list[Endpoint]] | None = None
         self._load = 0.0
+        self._sweep: list[Endpoint] = []
+        self._sweep_size = 0
         self._cpu_mark = (time.monotonic(), time.process_time())
 
     # -- life cycle ------------------------------------------------------------------------
@@ -204,7 +210,9 @@ class MediaEngine:
         now = self._loop.time()
         self._next_tick = now + TICK
         self._tick_handle = self._loop.call_at(self._next_tick, self._on_tick)
-        self._housekeeping_handle = self._loop.call_at(now + HOUSEKEEPING, self._on_housekeeping)
+        self._housekeeping_handle = self._loop.call_at(
+            now + HOUSEKEEPING / HOUSEKEEPING_SLICES, self._on_housekeeping
+        )
 
     def _now(self) -> float:
         assert self._loop is not None
@@ -1219,7 +1227,9 @@ class MediaEngine:
     def _on_housekeeping(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
-        self._housekeeping_handle = self._loop.call_at(now + HOUSEKEEPING, self._on_housekeeping)
+        self._housekeeping_handle = self._loop.call_at(
+            now + HOUSEKEEPING / HOUSEKEEPING_SLICES, self._on_housekeeping
+        )
         try:
             self._housekeeping(now)
         except Exception:
@@ -1232,8 +1242,15 @@ class MediaEngine:
             endpoint.leg.note_relayed(endpoint.last_rtp_at)
 
     def _housekeeping(self, now: float) -> None:
+        if not self._sweep:
+            self._sweep = list(self.endpoints.values())
+            self._sweep_size = -(-len(self._sweep) // HOUSEKEEPING_SLICES)
+        batch = self._sweep[-self._sweep_size :] if self._sweep_size else []
+        del self._sweep[len(self._sweep) - len(batch) :]
         wallclock = time.time()
-        for endpoint in list(self.endpoints.values()):
+        for endpoint in batch:
+            if endpoint.closed:
+                continue
             self._flush_endpoint(endpoint, now)
             timer = endpoint.leg.get_timer()
             if timer is not None and now >= timer:
