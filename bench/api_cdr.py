@@ -1,19 +1,21 @@
 """api_cdr: CDR ingest throughput and report query times on the real local PostgreSQL.
 
-Everything runs in a throw-away schema (dropped at the end) on the devstack's PostgreSQL
-(started if it is not running, stopped again only if this script started it).
+Everything runs in a throw-away schema (dropped at the end) on the devstack's PostgreSQL and
+Kafka (started if they are not running, stopped again only if this script started them).
 
 Ingest: inbound calls of 8 events each (attempt, ringing, answer and end on the "a" leg and on
 one b-leg) are folded through the real `CdrIngest` — raw event insert with ON CONFLICT
-(call_id, leg, seq), leg and CDR upserts, one transaction each time. Direct, not through
-Kafka: the events are handed to the handler as the `EventConsumer` would hand them, so what is
-measured is the database side that bounds the consumer.
+(call_id, leg, seq), leg and CDR upserts, one transaction each time. The first three figures
+are direct (events handed to the handler as the `EventConsumer` hands them: the database side
+that bounds the consumer); the last goes through Kafka.
   cdr_ingest              the consumer's path: `handle()` one event at a time, one stream
                           (one transaction and one WAL flush per event)
   cdr_ingest_concurrent   the same handler on 8 streams at once (8 partitions / consumers);
                           PostgreSQL flushes their commits together
   cdr_ingest_batched      `apply()` with 100 events per transaction, as a consumer that hands
                           over each fetched batch (max_records_per_batch=100) would
+  cdr_ingest_kafka        end to end through Kafka: the real `EventConsumer` on a 3-partition
+                          topic with the handler per event, as app.py runs it
 Reports: 1,000,000 CDRs of one tenant over 30 days (~33,000 calls a day: inbound 60 %,
 outbound 35 %, internal 5 %; outside numbers repeat so call-backs happen) written with a
 set-based INSERT ... SELECT generate_series, then the one-day queries the REST endpoints run:
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import os
 import statistics
 import sys
@@ -55,8 +58,16 @@ from callmesh_api.domain.roles import Principal, Role  # noqa: E402
 from callmesh_api.reports import ReportService, parse_call_filter  # noqa: E402
 from callmesh_api.store import ConfigStore  # noqa: E402
 from callmesh_core.db import create_pool, migrate  # noqa: E402
-from callmesh_core.kafka import ConsumedEvent  # noqa: E402
+from callmesh_core.kafka import (  # noqa: E402
+    ConsumedEvent,
+    EventConsumer,
+    EventProducer,
+    dlq_topic,
+    ensure_topics,
+)
+from callmesh_core.logging import EventLogger  # noqa: E402
 from callmesh_devstack.stack import Stack  # noqa: E402
+from opentelemetry import trace  # noqa: E402
 
 MIGRATIONS = ROOT / "services/api/src/callmesh_api/migrations"
 ROWS = int(os.environ.get("CDR_BENCH_ROWS", "1000000"))
@@ -150,6 +161,68 @@ async def ingest(pool: asyncpg.Pool, tenant: str) -> None:
     expected_calls = INGEST_CALLS // 2 + 8 * (INGEST_CALLS // 8) + INGEST_CALLS * 4
     assert applied == expected_calls * 8 and cdrs == expected_calls, (applied, cdrs)
     await pool.execute("TRUNCATE call_events, call_legs, cdrs")
+
+
+async def ingest_kafka(pool: asyncpg.Pool, bootstrap: str, tenant: str) -> None:
+    """The whole consumer path: records on a 3-partition topic, the real `EventConsumer`
+    (decode, handler, commit) with `CdrIngest.handle`, as app.py wires it."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    topic = f"bench.calls.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, [topic], partitions=3)
+    tracer = trace.get_tracer("bench")
+    producer = EventProducer(bootstrap_servers=bootstrap, tracer=tracer, linger_ms=20)
+    await producer.start()
+    events = [
+        e for i in range(INGEST_CALLS) for e in call_events(tenant, START + dt.timedelta(minutes=i))
+    ]
+    try:
+        await asyncio.gather(
+            *(producer.send(topic, e, key=e.call_id, event_id=e.event_id) for e in events)
+        )
+        ingest = CdrIngest(pool)
+        all_handled = asyncio.Event()
+        handled = 0
+
+        async def handler(event: ConsumedEvent[CallEvent]) -> None:
+            nonlocal handled
+            await ingest.handle(event)
+            handled += 1
+            if handled == len(events):
+                all_handled.set()
+
+        consumer = EventConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=f"bench-{uuid.uuid4().hex[:8]}",
+            topics=[topic],
+            message_type=CallEvent,
+            handler=handler,
+            dlq_producer=producer,
+            tracer=tracer,
+            log=EventLogger(logging.getLogger("bench.api_cdr")),
+        )
+        began = time.perf_counter()
+        await consumer.start()
+        try:
+            await asyncio.wait_for(all_handled.wait(), timeout=600)
+            elapsed = time.perf_counter() - began
+        finally:
+            await consumer.stop()
+        applied = await pool.fetchval("SELECT count(*) FROM call_events")
+        assert applied == len(events), (applied, len(events))
+    finally:
+        await producer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic, dlq_topic(topic)])
+        finally:
+            await admin.close()
+    rate = len(events) / elapsed
+    print(
+        f"cdr_ingest_kafka: {rate:.0f} events/s (through Kafka: real EventConsumer, 3 partitions,"
+        " handler per event; includes joining the group)"
+    )
 
 
 SEED = """
@@ -271,7 +344,7 @@ async def reports(pool: asyncpg.Pool, tenant: uuid.UUID) -> None:
     print(f"report_csv_day_ms: {ms:.1f} ms ({count} rows through the server-side cursor)")
 
 
-async def main_async(dsn: str) -> None:
+async def main_async(dsn: str, bootstrap: str) -> None:
     schema = f"bench_cdr_{uuid.uuid4().hex[:8]}"
     await migrate(dsn, schema, MIGRATIONS)
     pool = await create_pool(dsn, schema=schema, min_size=2, max_size=10)
@@ -286,6 +359,8 @@ async def main_async(dsn: str) -> None:
             f"{tenant.hex[:8]}.bench.local",
         )
         await ingest(pool, str(tenant))
+        await ingest_kafka(pool, bootstrap, str(tenant))
+        await pool.execute("TRUNCATE call_events, call_legs, cdrs")
         await reports(pool, tenant)
     finally:
         await pool.close()
@@ -302,7 +377,7 @@ def main() -> None:
     try:
         # uvloop, as the api service runs (callmesh_core.service).
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main_async(stack.postgres.dsn))
+            runner.run(main_async(stack.postgres.dsn, stack.kafka.bootstrap))
     finally:
         stack.down(only_started=True)
 
