@@ -8,9 +8,11 @@ import uuid
 from typing import Any
 
 import asyncpg
-from callmesh_api.cdr import CdrIngest, call_from_row, fold_events
+import pytest
+from callmesh.events.v1.calls_pb2 import CallEvent
+from callmesh_api.cdr import CdrIngest, InvalidCallEvent, call_from_row, fold_events
 
-from .test_cdr_fold import DAY, new_users, scenarios
+from .test_cdr_fold import DAY, missed_inbound, new_users, scenarios
 
 
 async def stored(pool: asyncpg.Pool, tenant: str) -> dict[uuid.UUID, object]:
@@ -64,3 +66,26 @@ async def test_concurrent_writers_of_one_call_lose_nothing(api_pool: asyncpg.Poo
         "SELECT count(*) FROM call_events WHERE tenant_id = $1", uuid.UUID(tenant)
     )
     assert raw == len(events)
+
+
+async def test_producer_garbage_is_stored_cleaned_or_rejected(api_pool: asyncpg.Pool) -> None:
+    tenant = str(uuid.uuid4())
+    script = missed_inbound(tenant, new_users(), DAY, "+78122222222")
+    script.events[0].attempt.caller_name = "Cli\x00ent"  # PostgreSQL text cannot hold NUL
+    script.events[-1].ended.sip_status = 70_000  # not a SIP status; would overflow integer
+    script.events[-1].ended.q850_cause = 4_000_000_000
+    assert await CdrIngest(api_pool).apply(script.events) == len(script.events)
+    row = await api_pool.fetchrow(
+        "SELECT caller_name, sip_status, outcome FROM cdrs WHERE call_id = $1",
+        uuid.UUID(script.call_id),
+    )
+    assert dict(row) == {"caller_name": "Client", "sip_status": None, "outcome": "no_answer"}
+
+    bad_leg, far_future = CallEvent(), CallEvent()
+    bad_leg.CopyFrom(script.events[0])
+    bad_leg.leg = "a\x00"
+    far_future.CopyFrom(script.events[0])
+    far_future.occurred_at.seconds = 10**13
+    for event in (bad_leg, far_future):
+        with pytest.raises(InvalidCallEvent):
+            await CdrIngest(api_pool).apply([event])

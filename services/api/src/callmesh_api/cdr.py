@@ -6,6 +6,13 @@ events *across* legs does not matter for the result (the call's outcome and dura
 derived from stored inputs each time), and it creates a record for a leg whose attempt never
 arrived, filling what the events it has say.
 
+Outcome of a call (`derive`): still `in_progress` until its "a" leg ends; `answered` when a
+platform leg (an extension, a mobile, the far end of an outbound call) or a queue agent
+answered; `abandoned` when the caller hung up in a queue; otherwise the "a" leg's own outcome —
+except that an "a" leg the platform answered (IVR, music) while it rang people or queued the
+caller who then never got anyone counts as `no_answer`/`cancelled`/`abandoned`, not as
+answered. A call served by the platform alone (announcement, IVR, voicemail) is `answered`.
+
 `CdrIngest` applies events in one transaction per batch (a batch of one for the Kafka handler):
 the raw event is inserted with ON CONFLICT (call_id, leg, seq) DO NOTHING, and only events that
 were really new are folded into their leg and call rows. The consumer commits its offset after
@@ -72,6 +79,19 @@ def _append(values: tuple[Any, ...], value: Any) -> tuple[Any, ...]:
     return values if value is None or value in values else tuple(sorted((*values, value)))
 
 
+def _clean(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL; a producer bug must not make an event unstorable."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, tuple):
+        return tuple(_clean(v) for v in value)
+    return value
+
+
+def _status(value: int, low: int, high: int) -> int | None:
+    return value if low <= value <= high else None
+
+
 def _min(a: Any, b: Any) -> Any:
     if a is None:
         return b
@@ -123,8 +143,8 @@ def event_key(event: CallEvent) -> EventKey:
         tenant_id = uuid.UUID(event.tenant_id)
     except ValueError:
         raise InvalidCallEvent(f"tenant_id {event.tenant_id!r} is not a UUID") from None
-    if not event.leg:
-        raise InvalidCallEvent("the event names no leg")
+    if not event.leg or "\x00" in event.leg:
+        raise InvalidCallEvent("the event names no usable leg")
     if event.seq < 1:
         raise InvalidCallEvent("seq starts at 1")
     kind = event.WhichOneof("kind")
@@ -132,8 +152,11 @@ def event_key(event: CallEvent) -> EventKey:
         raise InvalidCallEvent("the event carries no fact (kind is empty)")
     if not event.HasField("occurred_at"):
         raise InvalidCallEvent("occurred_at is missing")
-    occurred_at = event.occurred_at.ToDatetime(tzinfo=dt.UTC)
-    event_id = event.event_id or f"{call_id}:{event.leg}:{event.seq}"
+    try:
+        occurred_at = event.occurred_at.ToDatetime(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):
+        raise InvalidCallEvent("occurred_at is out of range") from None
+    event_id = _clean(event.event_id) or f"{call_id}:{event.leg}:{event.seq}"
     return EventKey(call_id, event.leg, event.seq, tenant_id, kind, occurred_at, event_id)
 
 
@@ -288,8 +311,8 @@ def fold_leg(leg: LegRecord | None, event: CallEvent, key: EventKey) -> LegRecor
             ended_at=at,
             outcome=_enum_text(calls_pb2.CallOutcome, ended.outcome, "CALL_OUTCOME_"),
             cause=_enum_text(common_pb2.HangupCause, ended.cause, "HANGUP_CAUSE_"),
-            sip_status=ended.sip_status or None,
-            q850_cause=ended.q850_cause or None,
+            sip_status=_status(ended.sip_status, 100, 699),
+            q850_cause=_status(ended.q850_cause, 1, 127),
             hangup_side=_enum_text(calls_pb2.HangupSide, ended.hangup_side, "HANGUP_SIDE_"),
             total_ms=_ms(ended.total_duration),
             ring_ms=_ms(ended.ring_duration),
@@ -514,11 +537,11 @@ INSERT_EVENTS = (
 
 
 def leg_values(leg: LegRecord) -> tuple[Any, ...]:
-    return tuple(getattr(leg, name) for name in LEG_COLUMNS)
+    return tuple(_clean(getattr(leg, name)) for name in LEG_COLUMNS)
 
 
 def call_values(call: CallRecord) -> tuple[Any, ...]:
-    return tuple(getattr(call, name) for name in CALL_COLUMNS)
+    return tuple(_clean(getattr(call, name)) for name in CALL_COLUMNS)
 
 
 async def write_cdrs(conn: asyncpg.Connection, calls: Iterable[CallRecord]) -> None:
