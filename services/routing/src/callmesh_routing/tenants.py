@@ -157,25 +157,39 @@ class TenantConfigs:
                 return entry
             raise Unavailable(str(exc)) from None
 
-    def invalidate(self, tenant_id: str, version: int | None = None) -> None:
-        """The tenant's document changed (to `version`, when known): reload it now."""
+    def _holds(self, tenant_id: str) -> bool:
+        return tenant_id in self._entries or tenant_id in self._loading or tenant_id in self._failed
+
+    def invalidate(self, tenant_id: str, version: int | None = None) -> bool:
+        """The tenant's document changed (to `version`, when known): reload it now.
+
+        Returns whether this replica held anything of the tenant (most events are for tenants
+        it never served, e.g. when a new replica reads the topic from the start).
+        """
+        if not self._holds(tenant_id):
+            return False
         if version is not None:
             self._newest_seen[tenant_id] = max(version, self._newest_seen.get(tenant_id, 0))
             entry = self._entries.get(tenant_id)
             if entry is not None and entry.version >= version and tenant_id not in self._stale:
-                return  # a redelivered or older event: what is cached is at least as new
+                return False  # a redelivered or older event: what is cached is as new
         self._generation[tenant_id] = self._generation.get(tenant_id, 0) + 1
         self._failed.pop(tenant_id, None)
         if tenant_id in self._entries:
             self._stale.add(tenant_id)
             self._start_load(tenant_id)  # refresh eagerly; calls meanwhile may serve the old one
+        return True
 
-    def forget(self, tenant_id: str) -> None:
-        """The tenant is gone: drop its configuration."""
+    def forget(self, tenant_id: str) -> bool:
+        """The tenant is gone: drop its configuration; whether anything was held."""
+        if not self._holds(tenant_id):
+            return False
         self._generation[tenant_id] = self._generation.get(tenant_id, 0) + 1
         self._entries.pop(tenant_id, None)
         self._stale.discard(tenant_id)
         self._failed.pop(tenant_id, None)
+        self._newest_seen.pop(tenant_id, None)
+        return True
 
     async def on_config_changed(self, event: ConsumedEvent[config_pb2.ConfigChanged]) -> None:
         """Kafka handler for `callmesh.config.v1`.
@@ -187,19 +201,20 @@ class TenantConfigs:
         change = event.message
         if change.kind == config_pb2.CONFIG_KIND_TENANT:
             if change.deleted:
-                self.forget(change.tenant_id)
+                affected = self.forget(change.tenant_id)
             else:
-                self.invalidate(change.tenant_id)
+                affected = self.invalidate(change.tenant_id)
         elif change.kind == config_pb2.CONFIG_KIND_SCENARIO:
-            self.invalidate(change.tenant_id, change.version or None)
+            affected = self.invalidate(change.tenant_id, change.version or None)
         else:
-            return
-        self._log.info(
-            "routing_config_invalidated",
-            tenant_id=change.tenant_id,
-            kind=config_pb2.ConfigKind.Name(change.kind),
-            version=change.version,
-        )
+            affected = False
+        if affected:
+            self._log.info(
+                "routing_config_invalidated",
+                tenant_id=change.tenant_id,
+                kind=config_pb2.ConfigKind.Name(change.kind),
+                version=change.version,
+            )
 
     # -- loading -----------------------------------------------------------------------------
 
