@@ -3,8 +3,10 @@
 Who sees what (domain.roles): a tenant admin (or the platform admin) sees every call of the
 tenant; a supervisor sees calls that touched a user of a department they manage (or themselves);
 an agent sees only calls they placed, were rung for or answered. Another tenant's data is *not
-found*. Days and hours mean the tenant's time zone: `from=2026-11-20` is that day's local
-midnight, and the hourly report groups by local hour.
+found*. A supervisor's scope follows the users' departments as they are now (a CDR records
+people, not the department they were in). Days and hours mean the tenant's time zone:
+`from=2026-11-20` is that day's local midnight, and the hourly report groups by local hour.
+Durations filtered on (`min_duration`, `max_duration`) are talk time, in seconds.
 
 Figures (every one over the calls of the period that have ended; see `callmesh_api.cdr` for
 how an outcome is decided):
@@ -395,13 +397,13 @@ class ReportService:
         """Per user: calls they took part in, calls they handled (answered, or placed and the
         other side answered), inbound calls that rang them and nobody answered, talk time."""
         sql = await self._where(scope, flt, alias="c")
-        users = _Sql()
-        users.args = sql.args
-        users.where.append(f"u.tenant_id = {users.arg(scope.tenant_id)}")
+        # The users listed (numbered after the calls' parameters, in the same statement).
+        listed = [f"u.tenant_id = {sql.arg(scope.tenant_id)}"]
         if scope.users is not None:
-            users.where.append(f"u.id = ANY({users.arg(list(scope.users))}::uuid[])")
+            listed.append(f"u.id = ANY({sql.arg(list(scope.users))}::uuid[])")
         if flt.department_id:
-            users.where.append(f"u.department_id = {users.arg(flt.department_id)}")
+            listed.append(f"u.department_id = {sql.arg(flt.department_id)}")
+        who = " AND ".join(listed)
         query = f"""
             WITH parts AS (
                 SELECT p.user_id, c.call_id, c.direction, c.outcome, c.talk_ms,
@@ -420,7 +422,7 @@ class ReportService:
                                             AND p.outcome <> 'in_progress') AS missed,
                    coalesce(sum(p.talk_ms) FILTER (WHERE p.handled), 0) AS talk_ms
             FROM users u LEFT JOIN parts p ON p.user_id = u.id
-            WHERE {users.clause()}
+            WHERE {who}
             GROUP BY u.id ORDER BY u.extension
         """
         return [_with_average(dict(r)) for r in await self.pool.fetch(query, *sql.args)]
