@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from callmesh.events.v1.calls_pb2 import CallEvent
 from callmesh_api.cdr import CdrIngest, InvalidCallEvent, call_from_row, fold_events
+from callmesh_core.kafka import ConsumedEvent, PoisonMessage
 
 from .test_cdr_fold import DAY, missed_inbound, new_users, scenarios
 
@@ -89,3 +90,39 @@ async def test_producer_garbage_is_stored_cleaned_or_rejected(api_pool: asyncpg.
     for event in (bad_leg, far_future):
         with pytest.raises(InvalidCallEvent):
             await CdrIngest(api_pool).apply([event])
+
+
+async def test_a_batch_with_a_poison_event_applies_nothing(api_pool: asyncpg.Pool) -> None:
+    tenant = str(uuid.uuid4())
+    events = missed_inbound(tenant, new_users(), DAY, "+78122222222").events
+    poison = CallEvent()
+    poison.CopyFrom(events[1])
+    poison.call_id = "not-a-call"
+    batch = [_consumed(e) for e in [*events[:3], poison, *events[3:]]]
+    ingest = CdrIngest(api_pool)
+    with pytest.raises(PoisonMessage):
+        await ingest.handle_batch(batch)
+    assert await stored(api_pool, tenant) == {}
+    # What a consumer then does: event by event, the poison alone is refused.
+    for item in batch:
+        if item.message is poison:
+            with pytest.raises(PoisonMessage):
+                await ingest.handle(item)
+        else:
+            await ingest.handle(item)
+    (cdr,) = (await stored(api_pool, tenant)).values()
+    assert cdr == fold_events(events)[0]
+
+
+def _consumed(event: CallEvent) -> ConsumedEvent[CallEvent]:
+    return ConsumedEvent(
+        topic="t",
+        partition=0,
+        offset=0,
+        key=None,
+        message=event,
+        headers=(),
+        event_id=event.event_id,
+        consumer_group="g",
+        timestamp_ms=0,
+    )

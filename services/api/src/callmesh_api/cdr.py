@@ -572,6 +572,16 @@ class CdrIngest:
         except InvalidCallEvent as exc:
             raise PoisonMessage(str(exc)) from exc
 
+    async def handle_batch(self, consumed: Sequence[ConsumedEvent[CallEvent]]) -> None:
+        """All events of one fetched batch in one transaction (one WAL flush instead of one per
+        event: over 10x the throughput of `handle`, see bench/api_cdr.py). Ready for a consumer
+        loop that hands over batches; when it raises, nothing was applied and the caller falls
+        back to `handle` per event, which isolates a poison record."""
+        try:
+            await self.apply([event.message for event in consumed])
+        except InvalidCallEvent as exc:
+            raise PoisonMessage(str(exc)) from exc
+
     async def apply(self, events: Sequence[CallEvent]) -> int:
         """Apply `events` (in order) in one transaction; returns how many were new."""
         keyed = [(event_key(event), event) for event in events]
