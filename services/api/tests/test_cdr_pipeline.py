@@ -136,7 +136,13 @@ async def test_sequences_with_duplicates_poison_and_restart_make_exactly_one_cdr
     assert len(rows) == len(cases)
     by_id = {row["call_id"]: call_from_row(row) for row in rows}
     for script, expected in cases:
-        check(by_id[uuid.UUID(script.call_id)], expected)
+        cdr = by_id[uuid.UUID(script.call_id)]
+        check(cdr, expected)
+        attempt = script.events[0].attempt  # the "a" leg's attempt: who called whom
+        assert (cdr.caller_number, cdr.callee_number) == (
+            attempt.caller_number,
+            attempt.callee_number,
+        )
     legs = await api_pool.fetchval(
         "SELECT count(*) FROM call_legs WHERE call_id = ANY($1::uuid[])", call_ids
     )
