@@ -59,6 +59,9 @@ class ProvisioningTestDouble(provisioning_pb2_grpc.ProvisioningServicer):
         self.documents: dict[str, tuple[dict[str, Any], int]] = {}
         self.hanging: set[str] = set()  # tenants whose requests are never answered
         self.fetches: dict[str, int] = {}
+        # When set, answers wait for it, with the document as it was when the request came.
+        self.gate: asyncio.Event | None = None
+        self.arrived = asyncio.Event()  # set when a request waits at the gate
 
     def put(self, tenant_id: str, document: dict[str, Any], version: int) -> None:
         self.documents[tenant_id] = (document, version)
@@ -73,6 +76,9 @@ class ProvisioningTestDouble(provisioning_pb2_grpc.ProvisioningServicer):
         if tenant not in self.documents:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no routing configuration")
         document, version = self.documents[tenant]
+        if self.gate is not None:
+            self.arrived.set()
+            await self.gate.wait()
         reply = provisioning_pb2.RoutingConfig(
             tenant_id=tenant, document_json=json.dumps(document), version=version
         )

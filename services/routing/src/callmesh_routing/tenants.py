@@ -9,8 +9,8 @@ Rules that keep calls flowing:
   * one load per tenant at a time, however many calls ask for it (the others wait on it);
   * a request waits at most its own budget; a load that takes longer keeps going in the
     background (a tenant with a million LCR prefixes takes seconds) and serves later calls;
-  * while a stale configuration is being replaced, a request that cannot wait serves the
-    stale one rather than failing the call;
+  * while a stale configuration is being replaced, a request waits for the new one only
+    briefly (`STALE_WAIT_SECONDS`) and is then served the previous one rather than delayed;
   * a failed load is remembered for a short while, so a tenant without a configuration does
     not turn every call into another request to the api.
 """
@@ -38,6 +38,8 @@ from callmesh_routing.core.tenant import TenantConfig
 # Documents at least this large are followed by `gc.freeze()`: a million long-lived objects in
 # the collector's generations would make every full collection walk them (p99 spikes).
 FREEZE_AFTER_BYTES = 1 << 20
+# How long a request waits for a refresh when it could be served the previous version.
+STALE_WAIT_SECONDS = 0.1
 # A load that keeps being overtaken by changes settles for what it got after this many tries.
 MAX_RELOADS_PER_LOAD = 3
 
@@ -125,9 +127,6 @@ class TenantConfigs:
         self._generation: dict[str, int] = {}
         self._newest_seen: dict[str, int] = {}  # highest document version announced
 
-    def cached(self, tenant_id: str) -> LoadedTenant | None:
-        return self._entries.get(tenant_id)
-
     async def get(self, tenant_id: str, wait_seconds: float) -> LoadedTenant:
         """The tenant's configuration; `Unavailable` if none can be had within the wait."""
         entry = self._entries.get(tenant_id)
@@ -139,11 +138,15 @@ class TenantConfigs:
                 return entry  # the refresh failed a moment ago: keep serving what we have
             raise Unavailable(failed[1])
         task = self._start_load(tenant_id)
+        if entry is not None:
+            # A refresh is under way and the previous version is at hand: wait only briefly,
+            # so a big tenant's reload (seconds) does not hold up each of its calls.
+            wait_seconds = min(wait_seconds, STALE_WAIT_SECONDS)
         try:
             return await asyncio.wait_for(asyncio.shield(task), max(wait_seconds, 0.0))
         except TimeoutError:
             if entry is not None:
-                self._log.warning("routing_config_stale_served", tenant_id=tenant_id)
+                self._log.debug("routing_config_stale_served", tenant_id=tenant_id)
                 return entry
             raise Unavailable(
                 f"routing configuration of tenant {tenant_id!r} not loaded within "
