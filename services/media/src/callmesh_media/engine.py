@@ -76,7 +76,14 @@ from callmesh_media.rtp import (
     TelephoneEventEnded,
     TelephoneEventStarted,
 )
-from callmesh_media.sdp import LocalAudio, SdpError, answer_direction, build_sdp, parse_audio
+from callmesh_media.sdp import (
+    AudioDescription,
+    LocalAudio,
+    SdpError,
+    answer_direction,
+    build_sdp,
+    parse_audio,
+)
 from callmesh_media.sounds import SoundLibrary, SoundNotFound, SoundSource
 
 TICK = 0.02
@@ -415,13 +422,10 @@ class MediaEngine:
     def _answer(
         self,
         endpoint: Endpoint,
-        remote: object,
+        remote: AudioDescription,
         allowed: tuple[str, ...],
         options: EndpointOptions,
     ) -> str:
-        from callmesh_media.sdp import AudioDescription
-
-        assert isinstance(remote, AudioDescription)
         chosen: tuple[int, str] | None = None
         for payload_type in remote.payload_types:
             encoding = remote.encoding(payload_type)
@@ -446,14 +450,14 @@ class MediaEngine:
         self._apply_remote(endpoint, remote, chosen)
         endpoint.rtcp_mux = remote.rtcp_mux
         endpoint.local_direction = answer_direction(remote.direction)
-        ptime = remote.ptime_ms or options.ptime_ms
-        local = self._local_audio(endpoint, (chosen,), endpoint.local_direction, ptime)
+        # ptime is what we prefer to receive; our own packets are 20 ms whatever the far end
+        # prefers (RFC 3264 leaves that to the sender).
+        local = self._local_audio(endpoint, (chosen,), endpoint.local_direction, options.ptime_ms)
         return self._render(endpoint, local)
 
-    def _apply_remote(self, endpoint: Endpoint, remote: object, chosen: tuple[int, str]) -> None:
-        from callmesh_media.sdp import AudioDescription
-
-        assert isinstance(remote, AudioDescription)
+    def _apply_remote(
+        self, endpoint: Endpoint, remote: AudioDescription, chosen: tuple[int, str]
+    ) -> None:
         codec = codec_by_name(chosen[1])
         assert codec is not None
         previous = endpoint.remote
