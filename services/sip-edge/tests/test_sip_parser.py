@@ -16,7 +16,8 @@ from callmesh_sip_edge.sip.parser import (
 )
 from callmesh_sip_edge.sip.uri import SipUri, parse_uri
 
-CORPUS = Path("/work/shared/testdata/rfc4475")
+# The RFC 4475 corpus (plus test.dat) kept in the repository, so a fresh clone is complete.
+CORPUS = Path(__file__).resolve().parent / "data" / "rfc4475"
 
 
 def make_request(

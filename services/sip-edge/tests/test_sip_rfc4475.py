@@ -22,7 +22,8 @@ from callmesh_sip_edge.sip.parser import StreamFramer, build_error_response, par
 from callmesh_sip_edge.sip.uri import AbsoluteUri, SipUri
 from callmesh_sip_edge.sip.validation import check_request
 
-CORPUS = Path("/work/shared/testdata/rfc4475")
+# The RFC 4475 corpus (plus test.dat) kept in the repository, so a fresh clone is complete.
+CORPUS = Path(__file__).resolve().parent / "data" / "rfc4475"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from callmesh_sip_edge.sip.parser import ParserLimits, parse_message
 from callmesh_sip_edge.sip.sdp import parse_sdp
 
 FUZZ_TARGET = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_sip.py"
-CORPUS = Path("/work/shared/testdata/rfc4475")
+# The RFC 4475 corpus (plus test.dat) kept in the repository, so a fresh clone is complete.
+CORPUS = Path(__file__).resolve().parent / "data" / "rfc4475"
 SDP_HEAD = b"v=0\r\no=a 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
 
 
