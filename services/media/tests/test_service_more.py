@@ -239,3 +239,23 @@ def test_sdp_parsing_details() -> None:
     with pytest.raises(SdpError, match="payload type '9x' is not a number"):
         parse_audio("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/AVP 9x\r\n")
     assert parse_audio("v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\n").on_hold
+
+
+async def test_no_rtp_timeout_while_the_far_end_holds_with_inactive(
+    media: MediaService, phones: OpenPhone
+) -> None:
+    phone = await phones(g711.PCMU)
+    endpoint = await media.endpoint_for(phone, rtp_timeout=_seconds(0.3))
+    held = await media.stub.UpdateEndpoint(
+        pb.UpdateEndpointRequest(
+            endpoint_id=endpoint, remote_offer=phone.offer().replace("a=sendrecv", "a=inactive")
+        )
+    )
+    assert held.on_hold and "a=inactive" in held.local_sdp
+    await asyncio.sleep(0.8)
+    assert not [e for e in media.events if e.HasField("rtp_timeout")]
+    await media.stub.UpdateEndpoint(
+        pb.UpdateEndpointRequest(endpoint_id=endpoint, remote_offer=phone.offer())
+    )
+    (timeout,) = await media.wait_event("rtp_timeout", within=2)
+    assert timeout.endpoint_id == endpoint

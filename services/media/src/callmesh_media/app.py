@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 
 from callmesh.media.v1 import media_pb2_grpc
-from callmesh_core.service import ServiceContext, run_service
+from callmesh_core.service import ServiceContext, metric_prefix, run_service
+from prometheus_client import Gauge
 
 from callmesh_media.config import MediaSettings
 from callmesh_media.engine import EngineConfig, MediaEngine
@@ -47,6 +49,25 @@ def build_engine(settings: MediaSettings, ctx: ServiceContext[MediaSettings]) ->
     return MediaEngine(config, sounds, ctx.log.child("engine"), EventBus())
 
 
+def register_metrics(ctx: ServiceContext[MediaSettings], engine: MediaEngine) -> None:
+    """Gauges read from the engine when /metrics is scraped (nothing to update per packet)."""
+    prefix = metric_prefix(ctx.settings.service_name)
+    gauges: list[tuple[str, str, Callable[[], float]]] = [
+        ("active_endpoints", "RTP endpoints on this replica", lambda: len(engine.endpoints)),
+        ("active_bridges", "bridges on this replica", lambda: len(engine.bridges)),
+        ("active_conferences", "conference rooms on this replica", lambda: len(engine.conferences)),
+        ("recordings", "recordings being written", lambda: len(engine.recordings)),
+        (
+            "load",
+            "busy fraction of the media process over the last seconds",
+            lambda: engine.load().load,
+        ),
+        ("draining", "1 while this replica takes no new endpoints", lambda: float(engine.draining)),
+    ]
+    for name, description, read in gauges:
+        Gauge(f"{prefix}_{name}", description, registry=ctx.metrics).set_function(read)
+
+
 async def build(ctx: ServiceContext[MediaSettings]) -> None:
     settings = ctx.settings
     engine = build_engine(settings, ctx)
@@ -56,6 +77,7 @@ async def build(ctx: ServiceContext[MediaSettings]) -> None:
         MediaControlServicer(engine, engine.bus, settings.replica_id),
         "callmesh.media.v1.MediaControl",
     )
+    register_metrics(ctx, engine)
     # Everything built so far (modules, protobuf descriptors, gRPC) lives as long as the
     # process: keep it out of the cyclic collector's full sweeps, which otherwise stall the
     # loop (and every relayed packet) for tens of milliseconds now and then.

@@ -245,6 +245,7 @@ class Endpoint(asyncio.DatagramProtocol):
         self.sdp_version = 0
         self.local_direction = "sendrecv"
         # Options.
+        self.rtp_timeout: float | None = None
         self.inband_dtmf = False
         self.detect_fax = False
         self.stats_interval: float | None = None

@@ -327,6 +327,7 @@ class MediaEngine:
             clock=self._now,
             on_slow_packet=self._on_packet,
         )
+        endpoint.rtp_timeout = timeout or None
         endpoint.inband_dtmf = options.inband_dtmf
         endpoint.detect_fax = options.detect_fax
         endpoint.stats_interval = options.stats_interval
@@ -359,6 +360,7 @@ class MediaEngine:
             raise
         self.endpoints[endpoint.endpoint_id] = endpoint
         self._idle.clear()
+        self._apply_timeout(endpoint)
         endpoint.ensure_decoding()
         self.log.info(
             "endpoint_created",
@@ -524,8 +526,18 @@ class MediaEngine:
                 )
             local_sdp = self._answer(endpoint, remote, allowed, options)
         self._refresh(endpoint)
+        self._apply_timeout(endpoint)
         assert endpoint.codec is not None
         return EndpointUpdated(local_sdp, endpoint.codec.name, remote.on_hold)
+
+    def _apply_timeout(self, endpoint: Endpoint) -> None:
+        """No RTP timeout while the far end says it sends nothing (hold with inactive/recvonly)."""
+        # An outgoing leg waiting for its answer (no remote yet) is silent by design, too.
+        sends = endpoint.remote is not None and endpoint.remote.sends
+        wanted = endpoint.rtp_timeout if sends else None
+        if wanted is not None and endpoint.leg.inactivity_timeout is None:
+            endpoint.leg.note_relayed(self._now())  # the silence so far does not count
+        endpoint.leg.inactivity_timeout = wanted
 
     def destroy_endpoint(self, endpoint_id: str) -> LegStatsSnapshot:
         endpoint = self.endpoint(endpoint_id)
