@@ -290,3 +290,17 @@ async def test_the_reply_says_which_version_decided(routing: Routing) -> None:
     assert plan.scenario_version == 7
     assert all(v.id.startswith("main#") for v in plan.verbs)
     assert len({v.id for v in plan.verbs}) == len(plan.verbs)
+
+
+async def test_validate_config_of_a_big_rate_table(routing: Routing) -> None:
+    document = example_document()
+    document["lcr"]["rates"]["intl"] = {str(4_400_000 + n): 0.01 * (n % 97) for n in range(80_000)}
+    document["lcr"]["rates"]["intl"]["44x"] = 1
+    document_json = json.dumps(document)
+    assert len(document_json) > 1 << 20  # large enough to be checked off the event loop
+    reply = await routing.stub.ValidateConfig(
+        pb.ValidateConfigRequest(tenant_id="t-1", document_json=document_json), timeout=10
+    )
+    assert [(p.path, p.message) for p in reply.problems] == [
+        ("lcr.rates.intl.44x", "a prefix is digits only")
+    ]

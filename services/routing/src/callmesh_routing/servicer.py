@@ -9,12 +9,14 @@ then log the decision's reason with the call id and put it on the request's span
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from callmesh.routing.v1 import routing_pb2 as pb
 from callmesh.routing.v1 import routing_pb2_grpc
+from callmesh_core.errors import Unavailable
 from callmesh_core.logging import EventLogger, bind_call_id
 from opentelemetry import trace
 
@@ -25,7 +27,7 @@ from callmesh_routing.core.engine import CallContext, Decision, LiveView, Origin
 from callmesh_routing.core.icm import IcmSource
 from callmesh_routing.core.loading import LoadError, Problem
 from callmesh_routing.icm_sources import IcmPrefetch
-from callmesh_routing.tenants import LoadedTenant, TenantConfigs
+from callmesh_routing.tenants import BIG_DOCUMENT_BYTES, LoadedTenant, TenantConfigs
 
 REASON_ATTRIBUTE = "callmesh.routing.reason"
 CALL_ID_ATTRIBUTE = "callmesh.call.id"
@@ -36,6 +38,13 @@ DEADLINE_MARGIN_SECONDS = 0.05
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _validate(document_json: str, tenant_id: str) -> list[Problem]:
+    try:
+        return validate_document(parse_json(document_json), tenant_id)
+    except LoadError as exc:
+        return exc.problems
 
 
 class RoutingServicer(routing_pb2_grpc.RoutingServicer):
@@ -84,11 +93,11 @@ class RoutingServicer(routing_pb2_grpc.RoutingServicer):
         problems: list[Problem]
         if not request.tenant_id:
             problems = [Problem("", "tenant_id is required")]
+        elif len(request.document_json) >= BIG_DOCUMENT_BYTES:
+            # Seconds of CPU for a big rate table: off the event loop, so calls keep flowing.
+            problems = await asyncio.to_thread(_validate, request.document_json, request.tenant_id)
         else:
-            try:
-                problems = validate_document(parse_json(request.document_json), request.tenant_id)
-            except LoadError as exc:
-                problems = exc.problems
+            problems = _validate(request.document_json, request.tenant_id)
         self._log.info(
             "routing_config_validated", tenant_id=request.tenant_id, problems=len(problems)
         )
@@ -103,8 +112,12 @@ class RoutingServicer(routing_pb2_grpc.RoutingServicer):
         remaining = context.time_remaining() if context is not None else None
         if remaining is not None:
             wait = min(wait, remaining - DEADLINE_MARGIN_SECONDS)
-        # Raises callmesh_core.errors.Unavailable, which the server maps to UNAVAILABLE.
-        return await self._tenants.get(tenant_id, wait)
+        try:
+            return await self._tenants.get(tenant_id, wait)
+        except Unavailable as exc:
+            # The server maps it to UNAVAILABLE; the edge plays its failure message.
+            self._log.warning("routing_unavailable", tenant_id=tenant_id, error=exc.message)
+            raise
 
     async def _icm_sources(
         self, loaded: LoadedTenant, call: CallContext, now: datetime

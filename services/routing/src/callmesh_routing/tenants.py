@@ -35,9 +35,10 @@ from callmesh_routing.core.document import LoadedDocument, load_document, parse_
 from callmesh_routing.core.loading import LoadError
 from callmesh_routing.core.tenant import TenantConfig
 
-# Documents at least this large are followed by `gc.freeze()`: a million long-lived objects in
-# the collector's generations would make every full collection walk them (p99 spikes).
-FREEZE_AFTER_BYTES = 1 << 20
+# Documents at least this large are compiled in a worker thread (seconds of CPU must not stall
+# other tenants' calls) and followed by `gc.freeze()`: a million long-lived objects in the
+# collector's generations would make every full collection walk them (p99 spikes).
+BIG_DOCUMENT_BYTES = 1 << 20
 # How long a request waits for a refresh when it could be served the previous version.
 STALE_WAIT_SECONDS = 0.1
 # A load that keeps being overtaken by changes settles for what it got after this many tries.
@@ -242,7 +243,7 @@ class TenantConfigs:
             try:
                 document = await self._source.fetch(tenant_id)
                 fetched = time.perf_counter()
-                if len(document.document_json) >= FREEZE_AFTER_BYTES:
+                if len(document.document_json) >= BIG_DOCUMENT_BYTES:
                     # Seconds of CPU for big rate tables: off the event loop, so other
                     # tenants' calls keep being answered meanwhile.
                     loaded = await asyncio.to_thread(compile_document, document)
@@ -255,7 +256,7 @@ class TenantConfigs:
                 self._failed[tenant_id] = (self._clock() + self._retry_after, why)
                 self._log.warning("routing_config_load_failed", tenant_id=tenant_id, error=why)
                 raise DocumentUnavailable(why) from None
-            if len(document.document_json) >= FREEZE_AFTER_BYTES:
+            if len(document.document_json) >= BIG_DOCUMENT_BYTES:
                 # The new configuration lives until the next change: move it (and everything
                 # else alive now) out of the collector's way.
                 gc.freeze()
