@@ -228,7 +228,8 @@ class MediaEngine:
     async def drain(self) -> None:
         """Refuse new endpoints (UNAVAILABLE) and return once the existing ones have ended."""
         self.draining = True
-        self.log.info("media_draining", endpoints=len(self.endpoints))
+        # The runner logs `draining` already; how many endpoints it waits for is detail.
+        self.log.debug("media_draining", endpoints=len(self.endpoints))
         await self._idle.wait()
 
     async def close(self) -> None:
