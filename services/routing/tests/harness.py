@@ -30,11 +30,12 @@ from callmesh_core.grpc_server import GrpcServer, create_channel
 from callmesh_core.logging import EventLogger
 from callmesh_routing.icm_sources import ContactHistory, CrmResponsible, IcmPrefetch
 from callmesh_routing.servicer import RoutingServicer
-from callmesh_routing.tenants import ProvisioningDocuments, TenantConfigs
+from callmesh_routing.tenants import CacheMetrics, ProvisioningDocuments, TenantConfigs
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
+from prometheus_client import CollectorRegistry
 
 DATA = Path(__file__).resolve().parent / "data"
 MIGRATIONS = Path(__file__).resolve().parents[1] / "src" / "callmesh_routing" / "migrations"
@@ -129,6 +130,7 @@ class Routing:
     spans: InMemorySpanExporter
     tracer: Tracer
     log: EventLogger
+    metrics: CollectorRegistry
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def new_tenant(self, document: dict[str, Any] | None = None, version: int = 1) -> str:
@@ -172,8 +174,12 @@ async def running_routing(
         f"127.0.0.1:{provisioning_port}", tracer=tracer, default_timeout=5.0
     )
     crm_channel = create_channel(f"127.0.0.1:{crm_port}", tracer=tracer, default_timeout=1.0)
+    metrics = CollectorRegistry()
     tenants = TenantConfigs(
-        ProvisioningDocuments(provisioning_channel, 5.0), log, retry_after_failure_seconds=0.5
+        ProvisioningDocuments(provisioning_channel, 5.0),
+        log,
+        retry_after_failure_seconds=0.5,
+        metrics=CacheMetrics(metrics),
     )
     history = ContactHistory(pool, 0.5)
     icm = IcmPrefetch(history, CrmResponsible(crm_channel, 0.2) if with_crm else None, log)
@@ -197,6 +203,7 @@ async def running_routing(
         spans,
         tracer,
         log,
+        metrics,
     )
     try:
         yield routing

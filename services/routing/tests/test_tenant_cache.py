@@ -88,10 +88,19 @@ async def test_a_failed_refresh_keeps_serving_the_previous_version(routing: Rout
     broken = greeting(2)
     broken["default_scenario"] = "gone"  # unusable: the refresh fails
     routing.provisioning.put(tenant, broken, 2)
+    failed_before = failed_loads(routing)
     routing.tenants.invalidate(tenant, 2)
     await asyncio.sleep(0.1)
     reply = await plan(routing, tenant)
     assert (reply.scenario_version, reply.verbs[1].play.items[0].prompt) == (1, "welcome-v1")
+    assert failed_loads(routing) == failed_before + 1
+
+
+def failed_loads(routing: Routing) -> float:
+    value = routing.metrics.get_sample_value(
+        "callmesh_routing_config_loads_total", {"outcome": "failed"}
+    )
+    return value or 0.0
 
 
 async def test_a_deleted_tenant_is_forgotten(routing: Routing) -> None:

@@ -15,12 +15,12 @@ from callmesh.events.v1.calls_pb2 import CallEvent
 from callmesh.events.v1.config_pb2 import ConfigChanged
 from callmesh.routing.v1 import routing_pb2_grpc
 from callmesh_core.grpc_server import create_channel
-from callmesh_core.service import ServiceContext, run_service
+from callmesh_core.service import ServiceContext, metric_prefix, run_service
 
 from callmesh_routing.config import RoutingSettings
 from callmesh_routing.icm_sources import ContactHistory, CrmResponsible, IcmPrefetch
 from callmesh_routing.servicer import RoutingServicer
-from callmesh_routing.tenants import ProvisioningDocuments, TenantConfigs
+from callmesh_routing.tenants import CacheMetrics, ProvisioningDocuments, TenantConfigs
 
 SCHEMA = "routing"
 CALLS_TOPIC = "callmesh.calls.v1"
@@ -50,6 +50,7 @@ async def build(ctx: ServiceContext[RoutingSettings]) -> None:
         ProvisioningDocuments(provisioning, settings.routing_config_fetch_timeout_seconds),
         ctx.log.child("tenants"),
         retry_after_failure_seconds=settings.routing_config_retry_seconds,
+        metrics=CacheMetrics(ctx.metrics, metric_prefix(settings.service_name)),
     )
 
     history = ContactHistory(pool, settings.routing_icm_history_timeout_seconds)

@@ -31,7 +31,6 @@ from callmesh_routing.tenants import BIG_DOCUMENT_BYTES, LoadedTenant, TenantCon
 
 REASON_ATTRIBUTE = "callmesh.routing.reason"
 CALL_ID_ATTRIBUTE = "callmesh.call.id"
-TENANT_ATTRIBUTE = "callmesh.tenant.id"
 # Time kept back from the caller's deadline to build and send the UNAVAILABLE answer.
 DEADLINE_MARGIN_SECONDS = 0.05
 
@@ -140,7 +139,6 @@ class RoutingServicer(routing_pb2_grpc.RoutingServicer):
         if span.is_recording():
             span.set_attribute(REASON_ATTRIBUTE, reason)
             span.set_attribute(CALL_ID_ATTRIBUTE, call.call_id)
-            span.set_attribute(TENANT_ATTRIBUTE, call.tenant_id)
         prefix = f"{decision.scenario or 'routing'}#"
         reply = pb.PlanReply(
             verbs=[

@@ -30,6 +30,7 @@ from callmesh.provisioning.v1 import provisioning_pb2, provisioning_pb2_grpc
 from callmesh_core.errors import Unavailable
 from callmesh_core.kafka import ConsumedEvent
 from callmesh_core.logging import EventLogger
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from callmesh_routing.core.document import LoadedDocument, load_document, parse_json
 from callmesh_routing.core.loading import LoadError
@@ -86,6 +87,29 @@ class ProvisioningDocuments:
         return RoutingDocument(reply.tenant_id or tenant_id, reply.document_json, reply.version)
 
 
+class CacheMetrics:
+    """`callmesh_routing_config_*`: how often and how long tenants' documents load."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str = "callmesh_routing") -> None:
+        self.loads = Counter(
+            f"{prefix}_config_loads",
+            "routing document loads, by outcome (loaded, failed)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.load_seconds = Histogram(
+            f"{prefix}_config_load_seconds",
+            "fetching and compiling one tenant's routing document",
+            registry=registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.tenants = Gauge(
+            f"{prefix}_config_tenants",
+            "tenants whose configuration this replica holds",
+            registry=registry,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedTenant:
     tenant_id: str
@@ -114,8 +138,10 @@ class TenantConfigs:
         *,
         retry_after_failure_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        metrics: CacheMetrics | None = None,
     ) -> None:
         self._source = source
+        self._metrics = metrics
         self._log = log
         self._retry_after = retry_after_failure_seconds
         self._clock = clock
@@ -193,6 +219,8 @@ class TenantConfigs:
         self._stale.discard(tenant_id)
         self._failed.pop(tenant_id, None)
         self._newest_seen.pop(tenant_id, None)
+        if self._metrics is not None:
+            self._metrics.tenants.set(len(self._entries))
         return True
 
     async def on_config_changed(self, event: ConsumedEvent[config_pb2.ConfigChanged]) -> None:
@@ -254,6 +282,8 @@ class TenantConfigs:
                 if isinstance(exc, LoadError):
                     why = f"routing configuration of tenant {tenant_id!r} is unusable: {why}"
                 self._failed[tenant_id] = (self._clock() + self._retry_after, why)
+                if self._metrics is not None:
+                    self._metrics.loads.labels("failed").inc()
                 self._log.warning("routing_config_load_failed", tenant_id=tenant_id, error=why)
                 raise DocumentUnavailable(why) from None
             if len(document.document_json) >= BIG_DOCUMENT_BYTES:
@@ -265,6 +295,10 @@ class TenantConfigs:
             if generation == self._generation.get(tenant_id, 0) or tenant_id in self._entries:
                 self._entries[tenant_id] = loaded
             self._failed.pop(tenant_id, None)
+            if self._metrics is not None:
+                self._metrics.loads.labels("loaded").inc()
+                self._metrics.load_seconds.observe(time.perf_counter() - started)
+                self._metrics.tenants.set(len(self._entries))
             self._log.info(
                 "routing_config_loaded",
                 tenant_id=tenant_id,
