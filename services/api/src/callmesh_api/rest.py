@@ -181,7 +181,9 @@ class Call:
         if any("\x00" in key or "\x00" in value for key, value in query.items()):
             raise Problem(400, "bad-query", "Bad query", "query must not contain NUL characters")
         raw_limit = query.pop("limit", str(DEFAULT_LIMIT))
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        # isdigit() alone accepts "²", which int() refuses.
+        valid = raw_limit.isascii() and raw_limit.isdigit()
+        if not valid or not 1 <= int(raw_limit) <= MAX_LIMIT:
             raise Problem(400, "bad-query", "Bad query", f"limit must be an integer 1..{MAX_LIMIT}")
         cursor = query.pop("cursor", None) or None
         return int(raw_limit), cursor, query
