@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
-
 from callmesh_api.config_service import ConfigService
 from callmesh_api.rest import build_rest_app
 
