@@ -294,6 +294,24 @@ async def test_icm_routes_a_repeat_caller_to_the_last_employee_within_the_window
     routing.crm.responsible[recent] = "102"
     assert "last talked to 104" in (await plan(recent)).reason
 
+    # A call whose end was lost is swept once a later call ends two days after it began.
+    dangling = answered_inbound_call(tenant, "+79165550505", "103", now - timedelta(days=10))[0]
+    await producer.send(topic, dangling, key=dangling.call_id, event_id=dangling.event_id)
+
+    async def open_calls_are(count: int) -> bool:
+        found: int = await routing.pool.fetchval(
+            "SELECT count(*) FROM icm_calls WHERE tenant_id = $1", tenant
+        )
+        return found == count
+
+    await eventually(lambda: open_calls_are(2), "the dangling call recorded")
+    for event in answered_inbound_call(tenant, recent, "104", now - timedelta(hours=1)):
+        await producer.send(topic, event, key=event.call_id, event_id=event.event_id)
+    await eventually(lambda: open_calls_are(1), "the dangling call swept")
+    assert await routing.pool.fetchval(
+        "SELECT count(*) FROM icm_calls WHERE call_id = $1", calls[3][0].call_id
+    )  # the outbound call of two days ago is still open
+
     # A CRM slower than its deadline is skipped quickly; the call still gets its route.
     routing.crm.delay = 2.0
     try:

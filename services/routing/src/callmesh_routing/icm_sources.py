@@ -11,7 +11,8 @@ History is written by `ContactHistory.handle`, the consumer of `callmesh.calls.v
     for outbound calls, which employee placed it;
   * a CallAnswered on another leg is a conversation: inbound, with the employee who answered
     (answered_by_extension); outbound, with the employee who called;
-  * the "a" leg's CallEnded forgets the call's parties (the contacts stay).
+  * the "a" leg's CallEnded forgets the call's parties (the contacts stay); parties of calls
+    whose end never came are swept after two days (of event time).
 Every write is idempotent (primary keys, ON CONFLICT), so redelivered events change nothing.
 """
 
@@ -35,6 +36,10 @@ HISTORY_SOURCE = "history"
 # Only the most recent conversations matter to ICM (the core keeps 8 per caller, too).
 HISTORY_LIMIT = 8
 FIRST_LEG = "a"
+# Parties of calls still open after this long are dropped (their end was lost); no call lasts
+# that long, and the sweep runs at most once per SWEEP_EVERY of event time.
+OPEN_CALL_LIMIT = timedelta(days=2)
+SWEEP_EVERY = timedelta(minutes=10)
 
 
 def _is_e164(number: str) -> bool:
@@ -47,6 +52,7 @@ class ContactHistory:
     def __init__(self, pool: asyncpg.Pool, timeout_seconds: float) -> None:
         self._pool = pool
         self._timeout = timeout_seconds
+        self._next_sweep: datetime | None = None
 
     async def handle(self, event: ConsumedEvent[calls_pb2.CallEvent]) -> None:
         """Kafka handler for `callmesh.calls.v1`."""
@@ -58,6 +64,16 @@ class ContactHistory:
             await self._answered(call)
         elif kind == "ended" and call.leg == FIRST_LEG:
             await self._pool.execute("DELETE FROM icm_calls WHERE call_id = $1", call.call_id)
+            await self._sweep(call.occurred_at.ToDatetime(UTC))
+
+    async def _sweep(self, now: datetime) -> None:
+        # Event time, not the clock: replaying old events sweeps relative to their own era.
+        if self._next_sweep is not None and now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_EVERY
+        await self._pool.execute(
+            "DELETE FROM icm_calls WHERE started_at < $1", now - OPEN_CALL_LIMIT
+        )
 
     async def _attempt(self, call: calls_pb2.CallEvent) -> None:
         attempt = call.attempt
