@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -353,3 +353,69 @@ async def test_a_dependency_outage_waits_instead_of_dead_lettering(
     assert calls == ["needs-db"] * 6 + ["after"]
     assert await _committed(kafka_bootstrap, group, topic) == 2
     assert await _read_all(kafka_bootstrap, dlq_topic(topic)) == []
+
+
+async def test_batches_apply_together_and_a_refused_batch_falls_back_per_record(
+    kafka_bootstrap: str,
+    topic: str,
+    producer: EventProducer,
+    spans: tuple[Telemetry, InMemorySpanExporter],
+) -> None:
+    """A batch handler gets a fetched batch at once; when it refuses one (a poison record in
+    it), the records go through the per-record path, which dead-letters only the culprit."""
+    attempted: list[list[str]] = []
+    applied_in_batches: list[list[str]] = []
+    one_by_one: list[str] = []
+
+    async def batch_handler(events: Sequence[ConsumedEvent[StringValue]]) -> None:
+        names = [event.message.value for event in events]
+        attempted.append(names)
+        if "poison" in names:
+            raise PoisonMessage("the batch holds a record that can never apply")
+        applied_in_batches.append(names)
+
+    async def handler(event: ConsumedEvent[StringValue]) -> None:
+        if event.message.value == "poison":
+            raise PoisonMessage("can never apply")
+        one_by_one.append(event.message.value)
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+
+    def consumer() -> EventConsumer[StringValue]:
+        return EventConsumer(
+            bootstrap_servers=kafka_bootstrap,
+            group_id=group,
+            topics=[topic],
+            message_type=StringValue,
+            handler=handler,
+            batch_handler=batch_handler,
+            dlq_producer=producer,
+            tracer=spans[0].tracer("c"),
+            log=LOG,
+            retry_backoff_seconds=0.01,
+        )
+
+    # Everything is published before the consumer starts, so one fetch returns it all.
+    for value in ["a", "b", "poison", "c"]:
+        await producer.send(topic, StringValue(value=value), key="k")
+    first = consumer()
+    await first.start()
+    try:
+        await _eventually(lambda: "c" in one_by_one)
+    finally:
+        await first.stop()
+    assert attempted == [["a", "b", "poison", "c"]]
+    assert one_by_one == ["a", "b", "c"] and applied_in_batches == []
+
+    for value in ["d", "e", "f"]:
+        await producer.send(topic, StringValue(value=value), key="k")
+    second = consumer()
+    await second.start()
+    try:
+        await _eventually(lambda: bool(applied_in_batches))
+    finally:
+        await second.stop()
+    assert applied_in_batches == [["d", "e", "f"]] and one_by_one == ["a", "b", "c"]
+    dead = await _read_all(kafka_bootstrap, dlq_topic(topic))
+    assert [StringValue.FromString(r.value).value for r in dead if r.value] == ["poison"]
+    assert await _committed(kafka_bootstrap, group, topic) == 7

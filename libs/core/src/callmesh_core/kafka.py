@@ -32,7 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from callmesh_core.errors import Unavailable
@@ -62,6 +62,14 @@ def _header(headers: Sequence[tuple[str, bytes]], name: str) -> bytes | None:
         if key == name:
             return value
     return None
+
+
+def _event_id(record: ConsumerRecord[bytes, bytes], headers: Sequence[tuple[str, bytes]]) -> str:
+    given = _header(headers, EVENT_ID_HEADER)
+    # Without an id header the record's position is its identity: stable across redelivery.
+    if given:
+        return given.decode(errors="replace")
+    return f"{record.topic}:{record.partition}:{record.offset}"
 
 
 def _key_bytes(key: str | bytes | None) -> bytes | None:
@@ -163,6 +171,8 @@ class ConsumedEvent(Generic[MessageT]):
 
 
 Handler = Callable[[ConsumedEvent[MessageT]], Awaitable[None]]
+BatchHandler = Callable[[Sequence[ConsumedEvent[MessageT]]], Awaitable[None]]
+"""Applies a fetched batch of one partition all-or-nothing (e.g. in one transaction)."""
 
 
 class ConsumerMetrics:
@@ -226,6 +236,7 @@ class EventConsumer(Generic[MessageT]):
         dlq_producer: EventProducer,
         tracer: Tracer,
         log: EventLogger,
+        batch_handler: BatchHandler[MessageT] | None = None,
         max_attempts: int = 3,
         retry_backoff_seconds: float = 0.1,
         max_records_per_batch: int = 100,
@@ -239,6 +250,7 @@ class EventConsumer(Generic[MessageT]):
         self.topics = list(topics)
         self.message_type = message_type
         self.handler = handler
+        self.batch_handler = batch_handler
         self.dlq_producer = dlq_producer
         self.tracer = tracer
         self.log = log
@@ -296,6 +308,18 @@ class EventConsumer(Generic[MessageT]):
     async def _process_partition(
         self, partition: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]
     ) -> None:
+        if self.batch_handler is not None and len(records) > 1:
+            try:
+                handled = await self._process_batch(records)
+            except BaseException:
+                with contextlib.suppress(IllegalStateError):
+                    self._consumer.seek(partition, records[0].offset)
+                raise
+            if handled:
+                done = records[-1].offset + 1
+                await self._commit(partition, done)
+                self._record_lag(partition, done)
+                return
         done_offset: int | None = None
         try:
             for record in records:
@@ -314,6 +338,79 @@ class EventConsumer(Generic[MessageT]):
             if done_offset is not None:
                 await self._commit(partition, done_offset)
                 self._record_lag(partition, done_offset)
+
+    async def _process_batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> bool:
+        """Hand the whole fetched batch to `batch_handler` (one commit of the effect instead of
+        one per record). False means "take the per-record path": a record does not decode, or
+        the batch handler refused the batch, so the per-record path isolates the culprit
+        (retries, DLQ) while the others are applied one by one."""
+        assert self.batch_handler is not None
+        events: list[ConsumedEvent[MessageT]] = []
+        links: list[Link] = []
+        for record in records:
+            headers = tuple((key, bytes(value)) for key, value in (record.headers or ()))
+            if record.value is None:
+                return False
+            try:
+                message = self.message_type.FromString(record.value)
+            except DecodeError:
+                return False
+            parent = trace.get_current_span(extract_kafka_headers(headers)).get_span_context()
+            if parent.is_valid:
+                links.append(Link(parent))
+            events.append(self._consumed(record, headers, message))
+        topic = records[0].topic
+        dependency_wait = self.retry_backoff_seconds
+        while True:
+            with self.tracer.start_as_current_span(
+                f"{topic} process",
+                kind=SpanKind.CONSUMER,
+                links=links,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.destination.name": topic,
+                    "messaging.batch.message_count": len(events),
+                    "messaging.consumer.group.name": self.group_id,
+                },
+            ):
+                try:
+                    await self.batch_handler(events)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        self.log.warning(
+                            "kafka_batch_fallback", topic=topic, size=len(events), error=repr(exc)
+                        )
+                        return False
+                    if self._stopping.is_set():
+                        raise
+                    self._count_retry(topic)
+                    self.log.warning(
+                        "kafka_handler_waiting_for_dependency", topic=topic, error=repr(exc)
+                    )
+                    await asyncio.sleep(dependency_wait)
+                    dependency_wait = min(dependency_wait * 2, MAX_DEPENDENCY_WAIT_SECONDS)
+                    continue
+            for _ in events:
+                self._count(topic, "handled")
+            return True
+
+    def _consumed(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        headers: tuple[tuple[str, bytes], ...],
+        message: MessageT,
+    ) -> ConsumedEvent[MessageT]:
+        return ConsumedEvent(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            message=message,
+            headers=headers,
+            event_id=_event_id(record, headers),
+            consumer_group=self.group_id,
+            timestamp_ms=record.timestamp,
+        )
 
     def _record_lag(self, partition: TopicPartition, committed: int) -> None:
         if self.metrics is None:
@@ -345,13 +442,7 @@ class EventConsumer(Generic[MessageT]):
     async def _process_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
         headers = tuple((key, bytes(value)) for key, value in (record.headers or ()))
         parent = extract_kafka_headers(headers)
-        event_id_header = _header(headers, EVENT_ID_HEADER)
-        # Without an id header the record's position is its identity: stable across redelivery.
-        event_id = (
-            event_id_header.decode(errors="replace")
-            if event_id_header
-            else f"{record.topic}:{record.partition}:{record.offset}"
-        )
+        event_id = _event_id(record, headers)
         with self.tracer.start_as_current_span(
             f"{record.topic} process",
             context=parent,
@@ -373,18 +464,9 @@ class EventConsumer(Generic[MessageT]):
                 await self._to_dlq(record, headers, "undecodable", exc, attempts=0)
                 span.set_status(Status(StatusCode.ERROR, "undecodable"))
                 return
-            event = ConsumedEvent(
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                message=message,
-                headers=headers,
-                event_id=event_id,
-                consumer_group=self.group_id,
-                timestamp_ms=record.timestamp,
+            await self._handle_with_retries(
+                record, headers, self._consumed(record, headers, message)
             )
-            await self._handle_with_retries(record, headers, event)
 
     async def _handle_with_retries(
         self,

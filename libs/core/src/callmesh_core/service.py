@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from callmesh_core.kafka import (
+        BatchHandler,
         ConsumerMetrics,
         EventConsumer,
         EventProducer,
@@ -167,6 +168,7 @@ class ServiceContext(Generic[SettingsT]):
         message_type: type[MessageT],
         handler: Handler[MessageT],
         dlq_producer: EventProducer,
+        batch_handler: BatchHandler[MessageT] | None = None,
     ) -> EventConsumer[MessageT]:
         """A started consumer loop; stopped (after finishing its record) on shutdown."""
         from aiokafka.errors import KafkaError
@@ -183,6 +185,7 @@ class ServiceContext(Generic[SettingsT]):
             topics=topics,
             message_type=message_type,
             handler=handler,
+            batch_handler=batch_handler,
             dlq_producer=dlq_producer,
             tracer=self.tracer,
             log=self.log.child("kafka"),

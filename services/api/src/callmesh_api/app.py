@@ -44,11 +44,14 @@ async def build(ctx: ServiceContext[ApiSettings]) -> None:
     await relay.start()
     ctx.on_close(relay.stop)  # close hooks run in reverse: relay, then producer and pool
 
+    ingest = CdrIngest(pool)
     await ctx.kafka_consumer(
         group_id="api-cdr",
         topics=["callmesh.calls.v1"],
         message_type=CallEvent,
-        handler=CdrIngest(pool).handle,
+        handler=ingest.handle,
+        # A fetched batch in one transaction; a refused batch falls back to `handle` per record.
+        batch_handler=ingest.handle_batch,
         dlq_producer=producer,
     )
 
