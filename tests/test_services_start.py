@@ -7,7 +7,6 @@ import time, so running them side by side keeps this file fast on two cores).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import os
 import re
@@ -16,16 +15,14 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.parse
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
-import asyncpg
 import grpc
 import pytest
 from callmesh_core.config import ServiceSettings, env_var_name, load_settings
+from callmesh_devstack.databases import fresh_database
 from callmesh_devstack.stack import Stack
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -167,25 +164,12 @@ async def start_outcomes(devstack: Stack) -> AsyncIterator[dict[str, StartOutcom
     # Services that keep state (the api) need the real PostgreSQL and Kafka to become ready.
     # They get a database of their own, so neither `make run`'s data nor a developer's edited
     # migrations in the shared `callmesh` database decide whether this test passes.
-    async with _fresh_database(devstack.postgres.dsn) as dsn:
+    async with fresh_database(devstack.postgres.dsn, "callmesh_start") as dsn:
         stack_env = {**devstack.env(), "CALLMESH_POSTGRES_DSN": dsn}
         outcomes = await asyncio.gather(
             *(_start_and_stop(package, stack_env) for _, package in SERVICES)
         )
         yield dict(zip(NAMES, outcomes, strict=True))
-
-
-@contextlib.asynccontextmanager
-async def _fresh_database(dsn: str) -> AsyncIterator[str]:
-    name = f"callmesh_start_{uuid.uuid4().hex[:12]}"
-    parts = urllib.parse.urlsplit(dsn)
-    admin = await asyncpg.connect(dsn)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        yield urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
 
 
 @pytest.mark.parametrize("name", NAMES)

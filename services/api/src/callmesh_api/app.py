@@ -20,6 +20,7 @@ from callmesh_api.config_events import ConfigOutboxRelay
 from callmesh_api.config_service import ConfigService
 from callmesh_api.provisioning import ProvisioningServicer
 from callmesh_api.rest import build_rest_app
+from callmesh_api.routing_validation import RoutingGrpcValidator
 from callmesh_api.store import ConfigStore
 
 SCHEMA = "api"
@@ -29,7 +30,9 @@ async def build(ctx: ServiceContext[ApiSettings]) -> None:
     settings = ctx.settings
     pool = await ctx.postgres(schema=SCHEMA, migrations="callmesh_api")
     store = ConfigStore(pool)
-    service = ConfigService(store)
+    # Routing validates routing documents before they are stored (it owns their meaning).
+    validator = RoutingGrpcValidator(ctx.channel(settings.api_routing_address))
+    service = ConfigService(store, routing_validator=validator)
     if settings.api_bootstrap_token:
         await service.ensure_platform_token(settings.api_bootstrap_token)
 

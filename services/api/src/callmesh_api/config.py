@@ -25,3 +25,7 @@ class ApiSettings(ServiceSettings):
         description="a platform-admin API token ensured at start-up (first install, make run)",
         json_schema_extra=SECRET,
     )
+    api_routing_address: NonBlank = Field(
+        default="127.0.0.1:50053",
+        description="routing's gRPC address, asked to validate routing configurations on save",
+    )

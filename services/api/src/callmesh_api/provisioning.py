@@ -527,6 +527,20 @@ class ProvisioningServicer(provisioning_pb2_grpc.ProvisioningServicer):
     async def GetRoutingConfig(
         self, request: pb.GetRoutingConfigRequest, context: Any
     ) -> pb.RoutingConfig:
-        # Placeholder added with the contract (by the routing helper) so the servicer keeps
-        # matching the generated base class; the api's real implementation replaces it.
-        raise NotYetImplemented("routing configurations are not served by this api version yet")
+        tenant = await self._tenant(request.tenant_id)
+        async with self.store.pool.acquire() as conn:
+            # document::text: PostgreSQL renders the JSON once, instead of a decode and
+            # re-encode here (rate tables can hold a million prefixes).
+            row = await conn.fetchrow(
+                "SELECT document::text AS document, version, updated_at FROM routing_configs"
+                " WHERE tenant_id = $1",
+                tenant["id"],
+            )
+        if row is None:
+            raise NotFound(f"tenant {tenant['slug']!r} has no routing configuration")
+        return pb.RoutingConfig(
+            tenant_id=str(tenant["id"]),
+            document_json=row["document"],
+            version=row["version"],
+            updated_at=_stamp(row["updated_at"]),
+        )
