@@ -185,9 +185,11 @@ def test_service_serves_health_and_stops_cleanly_on_sigterm(
     # Logs are structured, one line per event, and tell the story in order.
     assert all(KV_LINE.match(line) for line in outcome.stderr_lines), log
     events = [re.search(r" event=(\S+)", line).group(1) for line in outcome.stderr_lines]  # type: ignore[union-attr]
-    # A service may log its own start-up steps (migrations, listeners) before it is ready.
-    assert events[-3:] == ["ready", "draining", "stopped"], log
-    assert events.count("ready") == 1, log
+    # A service may log its own work (migrations, listeners, consuming what the shared test
+    # broker already holds) around these; the lifecycle itself is in order and ends the log.
+    lifecycle = [e for e in events if e in ("ready", "draining", "stopped")]
+    assert lifecycle == ["ready", "draining", "stopped"], log
+    assert events[-1] == "stopped", log
     ready_line = outcome.stderr_lines[events.index("ready")]
     assert all(f" service={name} " in line for line in outcome.stderr_lines), log
     assert " event_loop=uvloop " in ready_line
