@@ -317,6 +317,8 @@ def bench_media(calls: int, seconds: float) -> dict[str, float]:
         CALLMESH_MEDIA_RTP_PORT_MIN=str(rtp_low),
         CALLMESH_MEDIA_RTP_PORT_MAX=str(rtp_low + 4 * calls + 200),
         CALLMESH_MEDIA_CAPACITY_ENDPOINTS=str(2 * calls),
+        # The calls are still up when the bench ends: do not wait for them to hang up.
+        CALLMESH_DRAIN_GRACE_SECONDS="0.5",
         GRPC_VERBOSITY="ERROR",
     )
     media = subprocess.Popen([sys.executable, "-m", "callmesh_media"], env=env)
@@ -359,8 +361,7 @@ def bench_media(calls: int, seconds: float) -> dict[str, float]:
         return run_load("media_relay", calls, seconds, media.pid, connect, rss_before)
     finally:
         channel.close()
-        media.send_signal(signal.SIGINT)
-        media.send_signal(signal.SIGINT)  # second signal: do not wait for the calls to end
+        media.send_signal(signal.SIGTERM)
         try:
             media.wait(10)
         except subprocess.TimeoutExpired:
