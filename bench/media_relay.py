@@ -307,7 +307,8 @@ def bench_media(calls: int, seconds: float) -> dict[str, float]:
     from callmesh.media.v1 import media_pb2_grpc
 
     grpc_port = free_port()
-    rtp_low = 40000
+    # Below the kernel's ephemeral range (32768+), where the generator's sockets land.
+    rtp_low, rtp_high = 20000, 32000
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLMESH_")}
     env.update(
         CALLMESH_GRPC_PORT=str(grpc_port),
@@ -315,7 +316,7 @@ def bench_media(calls: int, seconds: float) -> dict[str, float]:
         CALLMESH_REPLICA_ID="media-bench",
         CALLMESH_LOG_LEVEL="warning",
         CALLMESH_MEDIA_RTP_PORT_MIN=str(rtp_low),
-        CALLMESH_MEDIA_RTP_PORT_MAX=str(rtp_low + 4 * calls + 200),
+        CALLMESH_MEDIA_RTP_PORT_MAX=str(rtp_high),
         CALLMESH_MEDIA_CAPACITY_ENDPOINTS=str(2 * calls),
         # The calls are still up when the bench ends: do not wait for them to hang up.
         CALLMESH_DRAIN_GRACE_SECONDS="0.5",
@@ -375,7 +376,7 @@ def bench_rtpengine(calls: int, seconds: float) -> dict[str, float] | None:
         print("rtpengine_relay_skipped: 1 (rtpengine not installed)")
         return None
     ng_port = free_port(socket.SOCK_DGRAM)
-    rtp_low = 50000
+    rtp_low = 10000  # below the ephemeral range and apart from the media run's ports
     workdir = Path(tempfile.mkdtemp(prefix="rtpengine-bench-"))
     engine = subprocess.Popen(
         [
@@ -388,7 +389,7 @@ def bench_rtpengine(calls: int, seconds: float) -> dict[str, float] | None:
             "--interface=127.0.0.1",
             f"--listen-ng=127.0.0.1:{ng_port}",
             f"--port-min={rtp_low}",
-            f"--port-max={rtp_low + 4 * calls + 200}",
+            f"--port-max={min(19999, rtp_low + 4 * calls + 200)}",
             f"--pidfile={workdir / 'rtpengine.pid'}",
         ],
         stdout=subprocess.DEVNULL,
