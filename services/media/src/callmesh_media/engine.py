@@ -207,6 +207,8 @@ class MediaEngine:
         self._layout: tuple[MixLayout, list[Endpoint]] | None = None
         self._load = 0.0
         self._sweep: list[Endpoint] = []
+        # This tick's frame of the playback heard by each conference (filled by _play_tick).
+        self._conference_prompts: dict[str, np.ndarray] = {}
         self._sweep_size = 0
         self._cpu_mark = (time.monotonic(), time.process_time())
 
@@ -1162,7 +1164,7 @@ class MediaEngine:
                 self._emit(FaxToneEvent(found.tone), endpoint)
 
     def _play_tick(self, now: float) -> None:
-        self._conference_prompts: dict[str, np.ndarray] = {}
+        self._conference_prompts = {}
         for target, entries in list(self.play_queues.items()):
             if not entries:
                 continue
