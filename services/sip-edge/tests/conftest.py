@@ -23,6 +23,7 @@ import grpc
 import pytest
 from callmesh.provisioning.v1 import provisioning_pb2 as pb
 from callmesh.provisioning.v1 import provisioning_pb2_grpc
+from callmesh.routing.v1 import routing_pb2, routing_pb2_grpc
 from callmesh_api.provisioning import ProvisioningServicer
 from callmesh_api.store import ConfigStore
 from callmesh_core.db import create_pool, migrate
@@ -135,6 +136,70 @@ async def provisioning(postgres_dsn: str) -> AsyncIterator[Provisioned]:
         await _drop_schema(postgres_dsn, schema)
 
 
+class RoutingTestDouble(routing_pb2_grpc.RoutingServicer):
+    """A test double of the internal `Routing` contract (not the routing service).
+
+    Plan: dial the called number as an extension of the caller's tenant (all its contacts at
+    once, `dial_timeout` seconds). Continue: no more verbs (hang up normally). `stall` makes
+    every answer come that many seconds late (routing "down" for an edge with a shorter
+    deadline). Every request is kept for the tests to inspect.
+    """
+
+    def __init__(self) -> None:
+        self.plans: list[routing_pb2.PlanRequest] = []
+        self.continues: list[routing_pb2.ContinueRequest] = []
+        self.stall = 0.0
+        self.dial_timeout = 20
+
+    async def Plan(self, request: routing_pb2.PlanRequest, context: object) -> routing_pb2.PlanReply:
+        self.plans.append(request)
+        if self.stall:
+            await asyncio.sleep(self.stall)
+        dial = routing_pb2.DialVerb(
+            targets=[
+                routing_pb2.DialTarget(
+                    extension=routing_pb2.ExtensionTarget(extension=request.call.callee_number)
+                )
+            ],
+            strategy=routing_pb2.RING_STRATEGY_ALL_AT_ONCE,
+        )
+        dial.timeout.FromSeconds(self.dial_timeout)
+        return routing_pb2.PlanReply(
+            verbs=[routing_pb2.Verb(id="dial-1", dial=dial)], state=b"after-dial", reason="test"
+        )
+
+    async def Continue(
+        self, request: routing_pb2.ContinueRequest, context: object
+    ) -> routing_pb2.PlanReply:
+        self.continues.append(request)
+        if self.stall:
+            await asyncio.sleep(self.stall)
+        return routing_pb2.PlanReply()
+
+    def plan_for_sip_call_id(self, sip_call_id: str) -> routing_pb2.PlanRequest:
+        return next(p for p in self.plans if p.call.sip_call_id == sip_call_id)
+
+
+@dataclass
+class RoutingServer:
+    address: str
+    double: RoutingTestDouble
+
+
+@pytest.fixture(scope="module")
+async def routing() -> AsyncIterator[RoutingServer]:
+    double = RoutingTestDouble()
+    server = GrpcServer(host="127.0.0.1", port=0, tracer=trace.get_tracer("t"), log=LOG)
+    server.add(
+        routing_pb2_grpc.add_RoutingServicer_to_server, double, "callmesh.routing.v1.Routing"
+    )
+    port = await server.start()
+    try:
+        yield RoutingServer(f"127.0.0.1:{port}", double)
+    finally:
+        await server.stop(0)
+
+
 @dataclass
 class RunningEdge:
     runtime: EdgeRuntime
@@ -148,12 +213,12 @@ class RunningEdge:
 
 @pytest.fixture(scope="module")
 async def edge(
-    postgres_dsn: str, kafka_bootstrap: str, provisioning: Provisioned
+    postgres_dsn: str, kafka_bootstrap: str, provisioning: Provisioned, routing: RoutingServer
 ) -> AsyncIterator[RunningEdge]:
     schema = f"sip_edge_test_{uuid.uuid4().hex[:10]}"
     await migrate(postgres_dsn, schema, EDGE_MIGRATIONS)
-    pool = await create_pool(postgres_dsn, schema=schema, min_size=1, max_size=5)
-    await ensure_topics(kafka_bootstrap, ["callmesh.presence.v1"])
+    pool = await create_pool(postgres_dsn, schema=schema, min_size=1, max_size=16)
+    await ensure_topics(kafka_bootstrap, ["callmesh.presence.v1", "callmesh.calls.v1"])
     producer = EventProducer(bootstrap_servers=kafka_bootstrap, tracer=trace.get_tracer("t"))
     await producer.start()
     settings = SipEdgeSettings(
@@ -165,14 +230,22 @@ async def edge(
         registration_min_expires=2,
     )
     channel = grpc.aio.insecure_channel(provisioning.address)
+    routing_channel = grpc.aio.insecure_channel(routing.address)
     runtime = await start_edge(
-        settings, pool=pool, producer=producer, provisioning=channel, log=LOG, sip_port=0
+        settings,
+        pool=pool,
+        producer=producer,
+        provisioning=channel,
+        routing=routing_channel,
+        log=LOG,
+        sip_port=0,
     )
     try:
         yield RunningEdge(runtime, pool, schema)
     finally:
         await runtime.stop()
         await channel.close()
+        await routing_channel.close()
         await producer.stop()
         await pool.close()
         await _drop_schema(postgres_dsn, schema)
@@ -180,7 +253,7 @@ async def edge(
 
 @pytest.fixture(scope="module")
 async def md5_first_edge(
-    edge: RunningEdge, kafka_bootstrap: str, provisioning: Provisioned
+    edge: RunningEdge, kafka_bootstrap: str, provisioning: Provisioned, routing: RoutingServer
 ) -> AsyncIterator[RunningEdge]:
     """A second replica on the same `sip_edge` schema, offering MD5 first (for sipp 3.6)."""
     producer = EventProducer(bootstrap_servers=kafka_bootstrap, tracer=trace.get_tracer("t"))
@@ -195,20 +268,28 @@ async def md5_first_edge(
         registration_min_expires=2,
     )
     channel = grpc.aio.insecure_channel(provisioning.address)
+    routing_channel = grpc.aio.insecure_channel(routing.address)
     runtime = await start_edge(
-        settings, pool=edge.pool, producer=producer, provisioning=channel, log=LOG, sip_port=0
+        settings,
+        pool=edge.pool,
+        producer=producer,
+        provisioning=channel,
+        routing=routing_channel,
+        log=LOG,
+        sip_port=0,
     )
     try:
         yield RunningEdge(runtime, edge.pool, edge.schema)
     finally:
         await runtime.stop()
         await channel.close()
+        await routing_channel.close()
         await producer.stop()
 
 
 @pytest.fixture(scope="module")
 async def torture_edge(
-    edge: RunningEdge, kafka_bootstrap: str, provisioning: Provisioned
+    edge: RunningEdge, kafka_bootstrap: str, provisioning: Provisioned, routing: RoutingServer
 ) -> AsyncIterator[RunningEdge]:
     """A third replica with fast transaction timers (T1 = 20 ms, so a finished transaction
     is forgotten after 64*T1 = 1.28 s): the RFC 4475 files reuse branches, and a file sent
@@ -222,11 +303,13 @@ async def torture_edge(
         sip_edge_nonce_secret="test-nonce-secret-0123456789",
     )
     channel = grpc.aio.insecure_channel(provisioning.address)
+    routing_channel = grpc.aio.insecure_channel(routing.address)
     runtime = await start_edge(
         settings,
         pool=edge.pool,
         producer=producer,
         provisioning=channel,
+        routing=routing_channel,
         log=LOG,
         sip_port=0,
         timers=TimerSettings(t1=0.02, t2=0.16, t4=0.1, timer_d=0.5),
@@ -236,6 +319,7 @@ async def torture_edge(
     finally:
         await runtime.stop()
         await channel.close()
+        await routing_channel.close()
         await producer.stop()
 
 
@@ -253,11 +337,18 @@ class _Datagrams(asyncio.DatagramProtocol):
 class SipClient:
     """Sends requests from ``local_host`` to the edge over UDP (or TCP) and reads answers."""
 
-    def __init__(self, edge_port: int, *, local_host: str = "127.0.0.1", tcp: bool = False):
+    def __init__(
+        self,
+        edge_port: int,
+        *,
+        local_host: str = "127.0.0.1",
+        tcp: bool = False,
+        local_port: int = 0,
+    ):
         self.edge_port = edge_port
         self.local_host = local_host
         self.tcp = tcp
-        self.local_port = 0
+        self.local_port = local_port
         self._udp: asyncio.DatagramTransport | None = None
         self._datagrams = _Datagrams()
         self._reader: asyncio.StreamReader | None = None
@@ -272,12 +363,12 @@ class SipClient:
         loop = asyncio.get_running_loop()
         if self.tcp:
             self._reader, self._writer = await asyncio.open_connection(
-                "127.0.0.1", self.edge_port, local_addr=(self.local_host, 0)
+                "127.0.0.1", self.edge_port, local_addr=(self.local_host, self.local_port)
             )
             self.local_port = self._writer.get_extra_info("sockname")[1]
         else:
             self._udp, _ = await loop.create_datagram_endpoint(
-                lambda: self._datagrams, local_addr=(self.local_host, 0)
+                lambda: self._datagrams, local_addr=(self.local_host, self.local_port)
             )
             self.local_port = self._udp.get_extra_info("sockname")[1]
         return self

@@ -5,7 +5,7 @@ status code the parser or ``check_request`` produces, or "drop" (no answer). Row
 leaves to the transaction user (``edge_answer=None`` or ``layer="tu"``) get the edge's own
 policy, derived from the request: REGISTER is challenged (401, also for unknown domains),
 OPTIONS is answered 200, an in-dialog request for an unknown dialog gets 481, and a new INVITE
-gets 503 while the edge has no call handler (the B2BUA). After all of them the edge still
+from an address that is no trunk is challenged for the caller's credentials (407). After all of them the edge still
 answers an OPTIONS.
 
 Over UDP the answers to requests without ``rport`` go to the Via's port (5060 by default), so
@@ -28,17 +28,17 @@ from .conftest import RFC4475, RunningEdge
 from .test_sip_rfc4475 import TABLE
 
 # How the edge itself (not the core) answers requests that pass the generic checks.
-NO_CALL_HANDLER = 503
+INVITE_CHALLENGED = 407
 
 # Over TCP a few files frame differently from a datagram (RFC 3261 18.3: the stream is cut
 # by Content-Length, which is mandatory there). Each difference, and why:
 TCP_OUTCOMES: dict[str, list[int | str]] = {
     # Content-Length promises more than was sent: the framer waits for the rest.
     "clerr": ["drop"],
-    # Two requests back to back: both are framed and answered (REGISTER 401, INVITE 503, in
+    # Two requests back to back: both are framed and answered (REGISTER 401, INVITE 407, in
     # either order); the 5 octets of INVITE body past its Content-Length cannot be framed,
     # and without a Via there is nobody to answer, so the edge just hangs up.
-    "dblreq": [401, NO_CALL_HANDLER],
+    "dblreq": [401, INVITE_CHALLENGED],
     # No Content-Length at all: a stream cannot be framed (400 naming it, then hang up).
     "inv2543": [400],
     "ltgtruri": [400],
@@ -57,7 +57,7 @@ def tu_answer(data: bytes) -> int:
     if message.method == "OPTIONS":
         return 200
     if message.method == "INVITE" and message.to.tag is None:
-        return NO_CALL_HANDLER
+        return INVITE_CHALLENGED
     return 481
 
 
@@ -155,7 +155,7 @@ async def test_every_torture_message_over_udp(
         name, data = path.stem, path.read_bytes()
         outcome = udp_outcome(name, data)
         expected[name] = [outcome]
-        # A socket (and address) per message: retransmissions of an earlier answer (a 503
+        # A socket (and address) per message: retransmissions of an earlier answer (a 407
         # to an INVITE repeats until ACKed) must not be taken for the next one's answer.
         await transaction_keys.wait_for(data, stream=False)
         sock = _bind_5060()

@@ -6,7 +6,11 @@
   (consumer group `sip-edge-<replica>`: every replica must see every change);
 - the SIP endpoint (UDP and TCP on `CALLMESH_SIP_HOST`:`CALLMESH_SIP_PORT`), its transaction
   layer and the transaction user (`SipEdge`: OPTIONS, registrar, calls);
-- on SIGTERM registrations keep working; new INVITEs get 503 with Retry-After.
+- the B2BUA (`calls.manager.CallManager`): call sessions asking `Routing` (at
+  `CALLMESH_SIP_EDGE_ROUTING_ADDRESS`) for verbs; call events through the `call_outbox` to
+  `callmesh.calls.v1`;
+- on SIGTERM registrations keep working; new INVITEs get 503 with Retry-After; the drain hook
+  returns once every call of the replica has ended (or the grace period cuts it short).
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ from callmesh_core.service import ServiceContext, run_service
 from grpc.aio import Channel
 
 from callmesh_sip_edge.abuse import AbuseGuard, AbuseSettings, RateLimit
+from callmesh_sip_edge.calls.events import (
+    CALLS_NOTIFY_CHANNEL,
+    CALLS_RELAY_LOCK,
+    CallEventWriter,
+    call_outbox_event,
+)
+from callmesh_sip_edge.calls.manager import CallManager, Trunks
+from callmesh_sip_edge.calls.session import RoutingClient
 from callmesh_sip_edge.config import SipEdgeSettings
 from callmesh_sip_edge.directory import Directory
 from callmesh_sip_edge.edge import RegistrarService, SipEdge
@@ -67,6 +79,9 @@ class EdgeRuntime:
     location: LocationStore
     relay: OutboxRelay
     sweeper: asyncio.Task[None]
+    calls: CallManager
+    call_events: CallEventWriter
+    call_relay: OutboxRelay
 
     @property
     def port(self) -> int:
@@ -78,6 +93,8 @@ class EdgeRuntime:
             await self.sweeper
         await self.endpoint.stop()
         await self.edge.wait_idle()
+        await self.call_events.stop()
+        await self.call_relay.stop()
         await self.relay.stop()
         await self.location.stop()
 
@@ -100,6 +117,7 @@ async def start_edge(
     pool: asyncpg.Pool,
     producer: EventProducer,
     provisioning: Channel,
+    routing: Channel,
     log: EventLogger,
     sip_port: int | None = None,
     timers: TimerSettings | None = None,
@@ -151,11 +169,49 @@ async def start_edge(
     edge = SipEdge(
         endpoint=endpoint, registrar=registrar, abuse=abuse, log=log, wall_clock=time.time
     )
+    call_relay = OutboxRelay(
+        pool,
+        producer,
+        log.child("call_relay"),
+        table="call_outbox",
+        to_event=call_outbox_event,
+        lock_key=CALLS_RELAY_LOCK,
+        notify_channel=CALLS_NOTIFY_CHANNEL,
+    )
+    await call_relay.start()
+    call_events = CallEventWriter(pool, log.child("call_events"), wake_relay=call_relay.wake)
+    call_events.start()
+    calls = CallManager(
+        endpoint=endpoint,
+        registrar=registrar,
+        directory=directory,
+        location=location,
+        abuse=abuse,
+        routing=RoutingClient(routing, timeout=settings.sip_edge_routing_timeout_seconds),
+        trunks=Trunks(provisioning, timeout=settings.grpc_client_timeout_seconds),
+        events=call_events,
+        log=log.child("calls"),
+        replica=settings.replica_id,
+        advertised_host=settings.sip_advertised_host,
+        wall_clock=time.time,
+    )
+    edge.call_handler = calls
     await endpoint.start(settings.sip_host, settings.sip_port if sip_port is None else sip_port)
     sweeper = asyncio.create_task(
         _sweep_forever(location, settings.registration_sweep_seconds, log), name="location-sweep"
     )
-    return EdgeRuntime(endpoint, edge, registrar, directory, location, relay, sweeper)
+    return EdgeRuntime(
+        endpoint,
+        edge,
+        registrar,
+        directory,
+        location,
+        relay,
+        sweeper,
+        calls,
+        call_events,
+        call_relay,
+    )
 
 
 async def build(ctx: ServiceContext[SipEdgeSettings]) -> None:
@@ -167,6 +223,7 @@ async def build(ctx: ServiceContext[SipEdgeSettings]) -> None:
         pool=pool,
         producer=producer,
         provisioning=ctx.channel(settings.sip_edge_provisioning_address),
+        routing=ctx.channel(settings.sip_edge_routing_address),
         log=ctx.log,
     )
     ctx.on_close(runtime.stop)  # close hooks run in reverse: SIP side before pool/producer
@@ -180,8 +237,12 @@ async def build(ctx: ServiceContext[SipEdgeSettings]) -> None:
     )
 
     async def drain() -> None:
-        # Registrations keep working while draining; only new INVITEs are refused (503).
+        # Registrations keep working while draining; new INVITEs are refused (503 with
+        # Retry-After) and calls in progress go on until they end (or the grace runs out).
         runtime.edge.draining = True
+        runtime.calls.draining = True
+        ctx.log.info("drain_waiting_for_calls", active_calls=runtime.calls.active_calls)
+        await runtime.calls.wait_calls_ended()
 
     ctx.on_drain(drain)
 

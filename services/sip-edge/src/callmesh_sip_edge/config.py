@@ -34,6 +34,10 @@ class SipEdgeSettings(ServiceSettings):
     sip_edge_routing_address: HostPort = Field(
         default="127.0.0.1:50053", description="gRPC address of routing"
     )
+    sip_edge_routing_timeout_seconds: PositiveFloat = Field(
+        default=2.0,
+        description="deadline of Routing.Plan/Continue; past it the caller gets 503 + Retry-After",
+    )
     media_target: HostPort = Field(default="127.0.0.1:50052", description="gRPC address of media")
     queue_target: HostPort = Field(default="127.0.0.1:50054", description="gRPC address of queue")
     sip_edge_nonce_secret: Annotated[str, Field(min_length=16)] | None = Field(

@@ -104,6 +104,13 @@ class Directory:
         await self._load_tenants()
         return self._domains.get(key)
 
+    def domain_of(self, tenant_id: str) -> str | None:
+        """The SIP domain of a tenant already in the cache (None when not loaded)."""
+        for entry in self._domains.values():
+            if entry.tenant_id == tenant_id:
+                return entry.sip_domain
+        return None
+
     async def _load_tenants(self) -> None:
         domains: dict[str, TenantEntry] = {}
         token = ""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from callmesh_core.logging import EventLogger
 
@@ -53,7 +54,17 @@ ALLOW = ", ".join(sorted(EDGE_METHODS))
 SUPPORTED = ", ".join(sorted(EDGE_EXTENSIONS))
 RETRY_AFTER_SECONDS = 5
 
-CallHandler = Callable[[ServerTransaction, SipRequest], None]
+
+class CallHandler(Protocol):
+    """The B2BUA side (calls.manager.CallManager): INVITEs, CANCELs, dialogs, other events."""
+
+    def handle_invite(self, transaction: ServerTransaction, request: SipRequest) -> None: ...
+
+    def handle_cancel(self, transaction: ServerTransaction, request: SipRequest) -> None: ...
+
+    def handle_in_dialog(self, transaction: ServerTransaction, request: SipRequest) -> None: ...
+
+    def handle_event(self, event: TransactionEvent) -> None: ...
 
 
 @dataclass
@@ -304,7 +315,9 @@ class SipEdge:
     def handle(self, event: TransactionEvent) -> None:
         if isinstance(event, RequestReceived):
             self._request(event)
-        # Other events (responses, ACKs, timeouts) belong to call sessions (B2BUA).
+        elif self.call_handler is not None:
+            # Responses, ACKs for 2xx, timeouts and stray responses belong to call legs.
+            self.call_handler.handle_event(event)
 
     def _request(self, event: RequestReceived) -> None:
         transaction, request = event.transaction, event.request
@@ -330,11 +343,14 @@ class SipEdge:
         if method == "INVITE" and request.to.tag is None:
             self._invite(transaction, request)
             return
-        if method == "CANCEL":
+        if self.call_handler is None:
             self._reject(transaction, 481)
             return
-        # In-dialog requests for dialogs this replica does not hold.
-        self._reject(transaction, 481)
+        if method == "CANCEL":
+            self.call_handler.handle_cancel(transaction, request)
+            return
+        # In-dialog requests (BYE, re-INVITE, UPDATE, INFO); 481 for dialogs not held here.
+        self.call_handler.handle_in_dialog(transaction, request)
 
     def _invite(self, transaction: ServerTransaction, request: SipRequest) -> None:
         now = self._wall_clock()
@@ -353,7 +369,7 @@ class SipEdge:
                 [("Retry-After", str(RETRY_AFTER_SECONDS))],
             )
             return
-        self.call_handler(transaction, request)
+        self.call_handler.handle_invite(transaction, request)
 
     def _spawn(self, coroutine: object) -> None:
         task = asyncio.ensure_future(coroutine)  # type: ignore[call-overload]
