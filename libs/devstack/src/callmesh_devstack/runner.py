@@ -44,6 +44,7 @@ SERVICES = [
 _WIDTH = max(len(s.name) for s in SERVICES)
 API_REST_PORT = 8080
 SIP_PORT = 5060
+RTP_PORTS = (20000, 29999)
 
 
 @dataclass
@@ -110,10 +111,12 @@ async def _run(stack: Stack, port_offset: int, ready_timeout: float) -> int:
     admin_token = "cm_run_" + secrets.token_urlsafe(24)
     rest_port = API_REST_PORT + port_offset
     try:
+        addresses = _service_addresses(port_offset)
         for spec in SERVICES:
             env = {
                 **os.environ,
                 **stack.env(),
+                **addresses,
                 "CALLMESH_GRPC_PORT": str(spec.grpc_port + port_offset),
                 "CALLMESH_HTTP_PORT": str(spec.http_port + port_offset),
                 "CALLMESH_API_HTTP_PORT": str(rest_port),
@@ -193,6 +196,28 @@ async def _run(stack: Stack, port_offset: int, ready_timeout: float) -> int:
             _say(f"stopping {' and '.join(stack.started)}")
         await asyncio.to_thread(stack.down, True)
         _say("stopped; nothing left running")
+
+
+def _service_addresses(port_offset: int) -> dict[str, str]:
+    """Where each service finds the others, and the SIP/RTP ports, shifted with the offset so
+    a second copy (e.g. the test of this supervisor) never talks to the first one."""
+
+    def grpc(name: str) -> str:
+        spec = next(s for s in SERVICES if s.name == name)
+        return f"127.0.0.1:{spec.grpc_port + port_offset}"
+
+    return {
+        "CALLMESH_SIP_PORT": str(SIP_PORT + port_offset),
+        "CALLMESH_SIP_EDGE_PROVISIONING_ADDRESS": grpc("api"),
+        "CALLMESH_SIP_EDGE_ROUTING_ADDRESS": grpc("routing"),
+        "CALLMESH_MEDIA_TARGET": grpc("media"),
+        "CALLMESH_QUEUE_TARGET": grpc("queue"),
+        "CALLMESH_ROUTING_PROVISIONING_ADDRESS": grpc("api"),
+        "CALLMESH_API_ROUTING_ADDRESS": grpc("routing"),
+        "CALLMESH_QUEUE_ADVERTISE_ADDRESS": grpc("queue"),
+        "CALLMESH_MEDIA_RTP_PORT_MIN": str(RTP_PORTS[0] + port_offset),
+        "CALLMESH_MEDIA_RTP_PORT_MAX": str(RTP_PORTS[1] + port_offset),
+    }
 
 
 def _print_table(services: list[RunningService], stack: Stack, rest_port: int) -> None:
