@@ -207,7 +207,13 @@ async def test_server_span_is_child_of_client_span(
         await _unary(channel, "Echo")(StringValue(value="hi"))
         with pytest.raises(grpc.aio.AioRpcError):
             await _unary(channel, "Missing")(StringValue(value="1"))
-    finished = exporter.get_finished_spans()
+    # A server span ends just after its response is on the wire, so under load the client can
+    # have its answer first: wait (briefly) for both server spans to finish.
+    for _ in range(200):
+        finished = exporter.get_finished_spans()
+        if len([s for s in finished if s.kind is SpanKind.SERVER]) >= 2:
+            break
+        await asyncio.sleep(0.01)
     trace_id = root.get_span_context().trace_id
     echo_client = next(
         s for s in finished if s.kind is SpanKind.CLIENT and s.name == f"{SERVICE}/Echo"
