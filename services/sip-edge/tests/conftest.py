@@ -151,7 +151,9 @@ class RoutingTestDouble(routing_pb2_grpc.RoutingServicer):
         self.stall = 0.0
         self.dial_timeout = 20
 
-    async def Plan(self, request: routing_pb2.PlanRequest, context: object) -> routing_pb2.PlanReply:
+    async def Plan(
+        self, request: routing_pb2.PlanRequest, context: object
+    ) -> routing_pb2.PlanReply:
         self.plans.append(request)
         if self.stall:
             await asyncio.sleep(self.stall)

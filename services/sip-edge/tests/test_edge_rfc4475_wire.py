@@ -5,8 +5,8 @@ status code the parser or ``check_request`` produces, or "drop" (no answer). Row
 leaves to the transaction user (``edge_answer=None`` or ``layer="tu"``) get the edge's own
 policy, derived from the request: REGISTER is challenged (401, also for unknown domains),
 OPTIONS is answered 200, an in-dialog request for an unknown dialog gets 481, and a new INVITE
-from an address that is no trunk is challenged for the caller's credentials (407). After all of them the edge still
-answers an OPTIONS.
+from an address that is no trunk is challenged for the caller's credentials (407). After all
+of them the edge still answers an OPTIONS.
 
 Over UDP the answers to requests without ``rport`` go to the Via's port (5060 by default), so
 the test's socket is bound to port 5060 on an address of its own in 127.0.0.0/8.

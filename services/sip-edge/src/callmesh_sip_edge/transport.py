@@ -178,6 +178,7 @@ class SipEndpoint:
                 await asyncio.wait_for(self._tcp.wait_closed(), 1.0)
         if self._udp is not None:
             self._udp.close()
+            self._udp = None  # late sends (a call's last BYE) are dropped, not errors
 
     # -- input -----------------------------------------------------------------------------
 

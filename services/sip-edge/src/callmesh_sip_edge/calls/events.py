@@ -76,7 +76,7 @@ class CallEventWriter:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                batch = self._pending
+                batch = list(self._pending)
                 try:
                     async with self._pool.acquire() as conn:
                         # unnest keeps the array order, so ids follow the recording order.

@@ -475,6 +475,14 @@ class CallSession:
                 step_id=step_id,
             ),
         )
+        self.log.info(
+            "leg_placed",
+            call_id=self.call_id,
+            leg=leg.label,
+            target=contact.uri,
+            destination=f"{contact.destination.transport}:{contact.destination.host}:"
+            f"{contact.destination.port}",
+        )
         leg.start()
         return leg
 

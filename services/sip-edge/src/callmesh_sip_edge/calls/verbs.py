@@ -207,7 +207,7 @@ class DialVerb(CallVerb):
         winner: UacLeg | None = None
         while winner is None:
             live = [leg for leg in self.legs if not leg.ended]
-            if not live:
+            if not live and session.b_events.empty():
                 return self._result(self._overall_status(), began)
             remaining = deadline - loop.time()
             if remaining <= 0:

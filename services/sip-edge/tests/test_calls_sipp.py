@@ -1,0 +1,393 @@
+"""B2BUA calls between real sipp processes: sipp uac -> edge -> sipp uas, all on 127.0.0.1.
+
+The caller authenticates its INVITE with MD5 digest (407, as sipp 3.6 answers only the first
+challenge the edge offers MD5 first); each callee is a fresh extension registered from the
+very port its sipp uas then listens on (the edge calls a contact on the flow it registered
+from). Routing is `RoutingTestDouble` (conftest): a test double of the internal Routing
+contract that dials the called extension; the api's real Provisioning server, PostgreSQL and
+Kafka are real. Every sipp has its own deadline and is killed in any case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer
+from callmesh.events.v1 import calls_pb2
+from callmesh.routing.v1 import routing_pb2
+from callmesh_core.kafka import EventProducer
+from callmesh_sip_edge.app import start_edge
+from callmesh_sip_edge.config import SipEdgeSettings
+from opentelemetry import trace
+
+from .conftest import (
+    LOG,
+    Account,
+    Provisioned,
+    RoutingServer,
+    RunningEdge,
+    SipClient,
+    free_udp_tcp_port,
+)
+
+SIPP_DIR = Path(__file__).resolve().parent / "sipp"
+ROUTING_DEADLINE = 0.4
+
+pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
+
+
+@pytest.fixture(scope="module")
+async def calls_edge(
+    edge: RunningEdge, kafka_bootstrap: str, provisioning: Provisioned, routing: RoutingServer
+) -> AsyncIterator[RunningEdge]:
+    """A replica on the shared schema offering MD5 first, with a short routing deadline."""
+    producer = EventProducer(bootstrap_servers=kafka_bootstrap, tracer=trace.get_tracer("t"))
+    await producer.start()
+    settings = SipEdgeSettings(
+        replica_id="edge-calls-0",
+        sip_host="127.0.0.1",
+        sip_edge_provisioning_address=provisioning.address,
+        sip_edge_nonce_secret="test-nonce-secret-0123456789",
+        sip_edge_digest_algorithms="MD5,SHA-256",
+        sip_edge_routing_timeout_seconds=ROUTING_DEADLINE,
+        invite_rate_per_second=100.0,
+        invite_burst=100,
+    )
+    channel = grpc.aio.insecure_channel(provisioning.address)
+    routing_channel = grpc.aio.insecure_channel(routing.address)
+    runtime = await start_edge(
+        settings,
+        pool=edge.pool,
+        producer=producer,
+        provisioning=channel,
+        routing=routing_channel,
+        log=LOG,
+        sip_port=0,
+    )
+    try:
+        yield RunningEdge(runtime, edge.pool, edge.schema)
+    finally:
+        await runtime.stop()
+        await channel.close()
+        await routing_channel.close()
+        await producer.stop()
+
+
+@dataclass
+class Sipp:
+    process: asyncio.subprocess.Process
+    errors: Path
+    name: str
+
+    async def result(self, deadline: float) -> tuple[int, str]:
+        try:
+            out, err = await asyncio.wait_for(self.process.communicate(), deadline)
+        finally:
+            if self.process.returncode is None:
+                self.process.kill()
+                await self.process.wait()
+        errors = self.errors.read_text(errors="replace") if self.errors.exists() else ""
+        messages = self.errors.with_name(f"{self.name}_messages.log")
+        if messages.exists():
+            errors += "\n--- messages ---\n" + messages.read_text(errors="replace")[-6000:]
+        detail = f"{self.name}: {out.decode(errors='replace')[-1500:]}\n{err.decode()[-500:]}"
+        assert self.process.returncode is not None
+        return self.process.returncode, detail + "\n" + errors[-3000:]
+
+
+def _media_port() -> int:
+    """A port for sipp's RTP sockets (it opens several above it) below the ephemeral range,
+    so it never takes the signalling port picked for another sipp."""
+    for _ in range(50):
+        port = random.randrange(20000, 30000, 4)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no media port free")
+
+
+async def _sipp(argv: list[str], name: str, tmp: Path) -> Sipp:
+    errors = tmp / f"{name}_errors.log"
+    process = await asyncio.create_subprocess_exec(
+        "sipp",
+        *argv,
+        "-i",
+        "127.0.0.1",
+        "-mp",
+        str(_media_port()),
+        "-m",
+        "1",
+        "-timeout",
+        "20s",
+        "-timeout_error",
+        "-nostdin",
+        "-trace_err",
+        "-error_file",
+        str(errors),
+        "-trace_msg",
+        "-message_file",
+        str(tmp / f"{name}_messages.log"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return Sipp(process, errors, name)
+
+
+async def _callee(
+    edge: RunningEdge, provisioning: Provisioned, scenario: str, tmp: Path, account: Account
+) -> Sipp:
+    """Register ``account`` from a free port, then start a sipp uas on that port."""
+    port = free_udp_tcp_port()
+    async with SipClient(edge.port, local_port=port) as client:
+        _, ok, _ = await client.register(account, expires=120)
+        assert ok.status_code == 200, ok
+    return await _sipp(["-sf", str(SIPP_DIR / scenario), "-p", str(port)], f"uas{port}", tmp)
+
+
+async def _caller(
+    edge: RunningEdge, caller: Account, callee: str, scenario: str, tmp: Path
+) -> Sipp:
+    return await _sipp(
+        [
+            f"127.0.0.1:{edge.port}",
+            "-sf",
+            str(SIPP_DIR / scenario),
+            "-p",
+            str(free_udp_tcp_port()),
+            "-s",
+            callee,
+            "-au",
+            caller.extension,
+            "-ap",
+            caller.password,
+            "-key",
+            "domain",
+            caller.domain,
+            "-key",
+            "caller",
+            caller.extension,
+        ],
+        "uac",
+        tmp,
+    )
+
+
+async def _new_extension(provisioning: Provisioned) -> Account:
+    base = provisioning.accounts["acme101"]
+    extension = str(5000 + uuid.uuid4().int % 4000)
+    return await provisioning.user(
+        f"callee{extension}", base.tenant_id, base.domain, extension, f"pw-{extension}-secret"
+    )
+
+
+async def _all_ok(*runs: Sipp, deadline: float = 25.0) -> None:
+    results = await asyncio.gather(*(run.result(deadline) for run in runs))
+    for code, detail in results:
+        assert code == 0, detail
+
+
+async def _wait_no_calls(edge: RunningEdge, wait: float = 5.0) -> None:
+    await asyncio.wait_for(edge.runtime.calls.wait_calls_ended(), wait)
+    assert edge.runtime.calls.active_calls == 0
+
+
+async def _events_of(kafka_bootstrap: str, call_id: str, count: int) -> list[calls_pb2.CallEvent]:
+    consumer = AIOKafkaConsumer(
+        "callmesh.calls.v1",
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"t-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    found: list[calls_pb2.CallEvent] = []
+    try:
+        deadline = time.monotonic() + 15
+        while len(found) < count and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    if record.key == call_id.encode():
+                        assert record.value is not None
+                        found.append(calls_pb2.CallEvent.FromString(record.value))
+    finally:
+        await consumer.stop()
+    return found
+
+
+def _plan(routing: RoutingServer, callee: str) -> routing_pb2.PlanRequest:
+    return [p for p in routing.double.plans if p.call.callee_number == callee][-1]
+
+
+async def test_answered_call_callee_hangs_up_and_call_events_reach_kafka(
+    calls_edge: RunningEdge,
+    provisioning: Provisioned,
+    routing: RoutingServer,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    caller = provisioning.accounts["acme101"]
+    callee = await _new_extension(provisioning)
+    uas = await _callee(calls_edge, provisioning, "uas_answer_then_bye.xml", tmp_path, callee)
+    try:
+        uac = await _caller(
+            calls_edge, caller, callee.extension, "uac_call_callee_bye.xml", tmp_path
+        )
+        await _all_ok(uac, uas)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            uas.process.kill()
+    await _wait_no_calls(calls_edge)
+
+    plan = _plan(routing, callee.extension)
+    call = plan.call
+    assert call.tenant_id == caller.tenant_id
+    assert call.caller_extension == "101" and call.caller_user_id == caller.user_id
+    assert call.direction == 3  # INTERNAL: the callee is an extension of the tenant
+    continued = [c for c in routing.double.continues if c.call.call_id == call.call_id]
+    assert len(continued) == 1 and continued[0].state == b"after-dial"
+    dial = continued[0].result.dial
+    assert dial.status == routing_pb2.DIAL_STATUS_ANSWERED and dial.answered_leg == "b1"
+    assert dial.talk_duration.ToNanoseconds() > 0.5e9
+
+    events = await _events_of(kafka_bootstrap, call.call_id, 8)
+    by_leg: dict[str, list[calls_pb2.CallEvent]] = {}
+    for event in events:
+        by_leg.setdefault(event.leg, []).append(event)
+    assert sorted(by_leg) == ["a", "b1"]
+    for leg, leg_events in by_leg.items():
+        assert [e.seq for e in leg_events] == [1, 2, 3, 4], leg
+        assert [e.WhichOneof("kind") for e in leg_events] == [
+            "attempt",
+            "ringing",
+            "answered",
+            "ended",
+        ]
+        assert all(e.tenant_id == caller.tenant_id for e in leg_events)
+    a_end = by_leg["a"][-1].ended
+    b_end = by_leg["b1"][-1].ended
+    assert a_end.outcome == calls_pb2.CALL_OUTCOME_ANSWERED
+    assert b_end.hangup_side == calls_pb2.HANGUP_SIDE_CALLEE
+    assert a_end.talk_duration.ToNanoseconds() > 0.5e9
+    assert 0 < a_end.post_dial_delay.ToNanoseconds() < a_end.total_duration.ToNanoseconds()
+    assert by_leg["b1"][0].attempt.callee_extension == callee.extension
+    assert by_leg["a"][0].sip_call_id == call.sip_call_id
+
+
+async def test_caller_hangs_up(
+    calls_edge: RunningEdge, provisioning: Provisioned, routing: RoutingServer, tmp_path: Path
+) -> None:
+    caller = provisioning.accounts["acme101"]
+    callee = await _new_extension(provisioning)
+    uas = await _callee(calls_edge, provisioning, "uas_answer.xml", tmp_path, callee)
+    try:
+        uac = await _caller(
+            calls_edge, caller, callee.extension, "uac_call_caller_bye.xml", tmp_path
+        )
+        await _all_ok(uac, uas)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            uas.process.kill()
+    await _wait_no_calls(calls_edge)
+    call_id = _plan(routing, callee.extension).call.call_id
+    # The caller's BYE ends the whole call: routing is not asked again.
+    assert not [c for c in routing.double.continues if c.call.call_id == call_id]
+
+
+async def test_busy_callee_gives_the_caller_486(
+    calls_edge: RunningEdge, provisioning: Provisioned, routing: RoutingServer, tmp_path: Path
+) -> None:
+    caller = provisioning.accounts["acme101"]
+    callee = await _new_extension(provisioning)
+    uas = await _callee(calls_edge, provisioning, "uas_busy.xml", tmp_path, callee)
+    try:
+        uac = await _caller(calls_edge, caller, callee.extension, "uac_call_busy.xml", tmp_path)
+        await _all_ok(uac, uas)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            uas.process.kill()
+    await _wait_no_calls(calls_edge)
+    call_id = _plan(routing, callee.extension).call.call_id
+    [continued] = [c for c in routing.double.continues if c.call.call_id == call_id]
+    assert continued.result.dial.status == routing_pb2.DIAL_STATUS_BUSY
+    assert [t.sip_status for t in continued.result.dial.targets] == [486]
+
+
+async def test_no_answer_then_cancel_gives_487(
+    calls_edge: RunningEdge, provisioning: Provisioned, routing: RoutingServer, tmp_path: Path
+) -> None:
+    caller = provisioning.accounts["acme101"]
+    callee = await _new_extension(provisioning)
+    uas = await _callee(calls_edge, provisioning, "uas_ring_until_cancel.xml", tmp_path, callee)
+    try:
+        uac = await _caller(calls_edge, caller, callee.extension, "uac_call_cancel.xml", tmp_path)
+        await _all_ok(uac, uas)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            uas.process.kill()
+    await _wait_no_calls(calls_edge)
+
+
+async def test_cancel_reaches_every_forked_contact(
+    calls_edge: RunningEdge, provisioning: Provisioned, routing: RoutingServer, tmp_path: Path
+) -> None:
+    """Two registered contacts of one extension ring at once; the caller's CANCEL
+    cancels both (each sipp uas exits 0 only after CANCEL, 200, 487 and the ACK)."""
+    caller = provisioning.accounts["acme101"]
+    callee = await _new_extension(provisioning)
+    first = await _callee(calls_edge, provisioning, "uas_ring_until_cancel.xml", tmp_path, callee)
+    second = await _callee(calls_edge, provisioning, "uas_ring_until_cancel.xml", tmp_path, callee)
+    try:
+        uac = await _caller(calls_edge, caller, callee.extension, "uac_call_cancel.xml", tmp_path)
+        await _all_ok(uac, first, second)
+    finally:
+        for run in (first, second):
+            with contextlib.suppress(ProcessLookupError):
+                run.process.kill()
+    await _wait_no_calls(calls_edge)
+
+
+async def test_first_answer_wins_and_the_other_fork_is_cancelled(
+    calls_edge: RunningEdge, provisioning: Provisioned, routing: RoutingServer, tmp_path: Path
+) -> None:
+    caller = provisioning.accounts["acme101"]
+    callee = await _new_extension(provisioning)
+    ringing = await _callee(calls_edge, provisioning, "uas_ring_until_cancel.xml", tmp_path, callee)
+    answering = await _callee(calls_edge, provisioning, "uas_answer.xml", tmp_path, callee)
+    try:
+        uac = await _caller(
+            calls_edge, caller, callee.extension, "uac_call_caller_bye.xml", tmp_path
+        )
+        await _all_ok(uac, ringing, answering)
+    finally:
+        for run in (ringing, answering):
+            with contextlib.suppress(ProcessLookupError):
+                run.process.kill()
+    await _wait_no_calls(calls_edge)
+
+
+async def test_routing_past_its_deadline_gives_503_with_retry_after(
+    calls_edge: RunningEdge, provisioning: Provisioned, routing: RoutingServer, tmp_path: Path
+) -> None:
+    caller = provisioning.accounts["acme101"]
+    callee = await _new_extension(provisioning)
+    routing.double.stall = ROUTING_DEADLINE * 3
+    try:
+        uac = await _caller(calls_edge, caller, callee.extension, "uac_call_503.xml", tmp_path)
+        await _all_ok(uac)
+    finally:
+        routing.double.stall = 0.0
+    await _wait_no_calls(calls_edge)
