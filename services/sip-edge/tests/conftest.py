@@ -378,6 +378,9 @@ class SipClient:
     async def __aexit__(self, *exc: object) -> None:
         if self._udp is not None:
             self._udp.close()
+            # The socket is closed a loop turn later; its port may be reused right after.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
         if self._writer is not None:
             self._writer.close()
 

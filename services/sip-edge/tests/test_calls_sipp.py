@@ -25,10 +25,12 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer
 from callmesh.events.v1 import calls_pb2
+from callmesh.provisioning.v1 import provisioning_pb2 as ppb
 from callmesh.routing.v1 import routing_pb2
 from callmesh_core.kafka import EventProducer
-from callmesh_sip_edge.app import start_edge
+from callmesh_sip_edge.app import drain_calls, start_edge
 from callmesh_sip_edge.config import SipEdgeSettings
+from callmesh_sip_edge.sip.message import new_branch, new_tag
 from opentelemetry import trace
 
 from .conftest import (
@@ -120,13 +122,13 @@ def _media_port() -> int:
     raise OSError("no media port free")
 
 
-async def _sipp(argv: list[str], name: str, tmp: Path) -> Sipp:
+async def _sipp(argv: list[str], name: str, tmp: Path, local_ip: str = "127.0.0.1") -> Sipp:
     errors = tmp / f"{name}_errors.log"
     process = await asyncio.create_subprocess_exec(
         "sipp",
         *argv,
         "-i",
-        "127.0.0.1",
+        local_ip,
         "-mp",
         str(_media_port()),
         "-m",
@@ -391,3 +393,125 @@ async def test_routing_past_its_deadline_gives_503_with_retry_after(
     finally:
         routing.double.stall = 0.0
     await _wait_no_calls(calls_edge)
+
+
+async def test_hold_and_unhold_re_invite_passes_through(
+    calls_edge: RunningEdge, provisioning: Provisioned, tmp_path: Path
+) -> None:
+    """The caller's re-INVITE with a=sendonly reaches the callee (its sipp checks the
+    offer); the callee's a=recvonly answer reaches the caller (its sipp checks it)."""
+    caller = provisioning.accounts["acme101"]
+    callee = await _new_extension(provisioning)
+    uas = await _callee(calls_edge, provisioning, "uas_answer_hold.xml", tmp_path, callee)
+    try:
+        uac = await _caller(calls_edge, caller, callee.extension, "uac_call_hold.xml", tmp_path)
+        await _all_ok(uac, uas)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            uas.process.kill()
+    await _wait_no_calls(calls_edge)
+
+
+async def test_a_trunk_calls_an_extension_without_digest(
+    calls_edge: RunningEdge, provisioning: Provisioned, routing: RoutingServer, tmp_path: Path
+) -> None:
+    """An INVITE from an IP-authenticated trunk's address is an inbound call of its tenant."""
+    base = provisioning.accounts["acme101"]
+    source = "127.0.0.9"
+    reply = await provisioning.stub.UpsertTrunk(
+        ppb.UpsertTrunkRequest(
+            trunk=ppb.Trunk(
+                tenant_id=base.tenant_id,
+                name=f"carrier-{uuid.uuid4().hex[:6]}",
+                host=source,
+                port=5060,
+                ip=ppb.IpAuth(source_cidrs=[f"{source}/32"]),
+                enabled=True,
+            )
+        )
+    )
+    callee = await _new_extension(provisioning)
+    uas = await _callee(calls_edge, provisioning, "uas_answer.xml", tmp_path, callee)
+    try:
+        uac = await _sipp(
+            [
+                f"127.0.0.1:{calls_edge.port}",
+                "-sf",
+                str(SIPP_DIR / "uac_trunk_call.xml"),
+                "-p",
+                str(free_udp_tcp_port(source)),
+                "-s",
+                callee.extension,
+                "-key",
+                "domain",
+                base.domain,
+                "-key",
+                "caller",
+                "74951234567",
+            ],
+            "uac",
+            tmp_path,
+            local_ip=source,
+        )
+        await _all_ok(uac, uas)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            uas.process.kill()
+        await provisioning.stub.DeleteTrunk(
+            ppb.DeleteRequest(tenant_id=base.tenant_id, id=reply.trunk.trunk_id)
+        )
+    await _wait_no_calls(calls_edge)
+    call = _plan(routing, callee.extension).call
+    assert call.direction == 1  # INBOUND
+    assert call.trunk_id == reply.trunk.trunk_id and call.tenant_id == base.tenant_id
+    assert call.caller_number == "74951234567" and call.caller_user_id == ""
+
+
+def _invite(edge_port: int, local_port: int, account: Account, callee: str) -> bytes:
+    lines = [
+        f"INVITE sip:{callee}@{account.domain} SIP/2.0",
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch={new_branch()};rport",
+        "Max-Forwards: 70",
+        f"From: <sip:{account.extension}@{account.domain}>;tag={new_tag()}",
+        f"To: <sip:{callee}@{account.domain}>",
+        f"Call-ID: drain-{uuid.uuid4().hex}",
+        "CSeq: 1 INVITE",
+        f"Contact: <sip:{account.extension}@127.0.0.1:{local_port}>",
+        "Content-Length: 0",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def test_drain_refuses_new_calls_and_waits_for_the_call_in_progress(
+    calls_edge: RunningEdge, provisioning: Provisioned, tmp_path: Path
+) -> None:
+    caller = provisioning.accounts["acme101"]
+    callee = await _new_extension(provisioning)
+    runtime = calls_edge.runtime
+    uas = await _callee(calls_edge, provisioning, "uas_answer_then_bye.xml", tmp_path, callee)
+    drain: asyncio.Task[None] | None = None
+    try:
+        uac = await _caller(
+            calls_edge, caller, callee.extension, "uac_call_callee_bye.xml", tmp_path
+        )
+        for _ in range(500):  # the call is admitted once sipp has authenticated
+            if runtime.calls.active_calls:
+                break
+            await asyncio.sleep(0.02)
+        assert runtime.calls.active_calls == 1
+        drain = asyncio.create_task(drain_calls(runtime, LOG))
+        async with SipClient(calls_edge.port) as client:
+            client.send_raw(_invite(calls_edge.port, client.local_port, caller, callee.extension))
+            refused = await client.response()
+        assert refused.status_code == 503 and refused.get("retry-after") == "5"
+        assert not drain.done()  # the call in progress keeps the replica draining
+        await _all_ok(uac, uas)
+        await asyncio.wait_for(drain, 5)
+        assert runtime.calls.active_calls == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            uas.process.kill()
+        if drain is not None:
+            drain.cancel()
+        runtime.edge.draining = False
+        runtime.calls.draining = False

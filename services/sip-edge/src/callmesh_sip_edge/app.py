@@ -237,14 +237,22 @@ async def build(ctx: ServiceContext[SipEdgeSettings]) -> None:
     )
 
     async def drain() -> None:
-        # Registrations keep working while draining; new INVITEs are refused (503 with
-        # Retry-After) and calls in progress go on until they end (or the grace runs out).
-        runtime.edge.draining = True
-        runtime.calls.draining = True
-        ctx.log.info("drain_waiting_for_calls", active_calls=runtime.calls.active_calls)
-        await runtime.calls.wait_calls_ended()
+        await drain_calls(runtime, ctx.log)
 
     ctx.on_drain(drain)
+
+
+async def drain_calls(runtime: EdgeRuntime, log: EventLogger) -> None:
+    """The drain hook: returns once the replica holds no call (the core bounds the wait).
+
+    Registrations keep working while draining; new INVITEs are refused (503 with Retry-After)
+    and calls in progress go on until they end.
+    """
+    runtime.edge.draining = True
+    runtime.calls.draining = True
+    log.info("drain_waiting_for_calls", active_calls=runtime.calls.active_calls)
+    await runtime.calls.wait_calls_ended()
+    log.info("drain_calls_done")
 
 
 def main() -> None:
