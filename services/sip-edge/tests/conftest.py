@@ -150,6 +150,8 @@ class RoutingTestDouble(routing_pb2_grpc.RoutingServicer):
         self.continues: list[routing_pb2.ContinueRequest] = []
         self.stall = 0.0
         self.dial_timeout = 20
+        # Verbs to plan instead of the dial, for callees named in it (verb executor tests).
+        self.scripted: dict[str, list[routing_pb2.Verb]] = {}
 
     async def Plan(
         self, request: routing_pb2.PlanRequest, context: object
@@ -157,6 +159,9 @@ class RoutingTestDouble(routing_pb2_grpc.RoutingServicer):
         self.plans.append(request)
         if self.stall:
             await asyncio.sleep(self.stall)
+        scripted = self.scripted.get(request.call.callee_number)
+        if scripted is not None:
+            return routing_pb2.PlanReply(verbs=scripted, state=b"scripted")
         dial = routing_pb2.DialVerb(
             targets=[
                 routing_pb2.DialTarget(

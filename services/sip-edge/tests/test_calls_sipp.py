@@ -515,3 +515,36 @@ async def test_drain_refuses_new_calls_and_waits_for_the_call_in_progress(
             drain.cancel()
         runtime.edge.draining = False
         runtime.calls.draining = False
+
+
+async def test_verbs_run_in_order_and_a_verb_that_cannot_run_reports_why(
+    calls_edge: RunningEdge, provisioning: Provisioned, routing: RoutingServer, tmp_path: Path
+) -> None:
+    """play needs a media endpoint (none without anchoring): routing hears VerbFailed and the
+    verbs after it are dropped; an unknown number's hangup verb with 486 reaches the caller."""
+    caller = provisioning.accounts["acme101"]
+    callee = await _new_extension(provisioning)
+    routing.double.scripted[callee.extension] = [
+        routing_pb2.Verb(id="greet", play=routing_pb2.PlayVerb()),
+        routing_pb2.Verb(id="never", answer=routing_pb2.AnswerVerb()),
+    ]
+    routing.double.scripted["9486"] = [
+        routing_pb2.Verb(id="busy", hangup=routing_pb2.HangupVerb(sip_status=486)),
+    ]
+    try:
+        # The failed play leads to Continue, which answers "no more verbs": 480 for the caller.
+        uac = await _caller(calls_edge, caller, callee.extension, "uac_call_480.xml", tmp_path)
+        await _all_ok(uac)
+        busy = await _caller(calls_edge, caller, "9486", "uac_call_busy.xml", tmp_path)
+        await _all_ok(busy)
+    finally:
+        routing.double.scripted.clear()
+    await _wait_no_calls(calls_edge)
+    call_id = _plan(routing, callee.extension).call.call_id
+    [continued] = [c for c in routing.double.continues if c.call.call_id == call_id]
+    assert continued.state == b"scripted"
+    assert continued.result.verb_id == "greet"
+    assert continued.result.failed.reason == "media-unavailable"
+    assert not continued.call.answered  # the answer verb after play never ran
+    busy_call = _plan(routing, "9486").call.call_id
+    assert not [c for c in routing.double.continues if c.call.call_id == busy_call]
