@@ -37,6 +37,7 @@ from callmesh_sip_edge.calls.events import (
     call_outbox_event,
 )
 from callmesh_sip_edge.calls.manager import CallManager, Trunks
+from callmesh_sip_edge.calls.media import MediaAnchor
 from callmesh_sip_edge.calls.session import RoutingClient
 from callmesh_sip_edge.config import SipEdgeSettings
 from callmesh_sip_edge.directory import Directory
@@ -119,6 +120,7 @@ async def start_edge(
     provisioning: Channel,
     routing: Channel,
     log: EventLogger,
+    media: Channel | None = None,
     sip_port: int | None = None,
     timers: TimerSettings | None = None,
 ) -> EdgeRuntime:
@@ -191,6 +193,13 @@ async def start_edge(
         trunks=Trunks(provisioning, timeout=settings.grpc_client_timeout_seconds),
         events=call_events,
         log=log.child("calls"),
+        # Without a MediaControl channel the SDP passes through unchanged (TEMPORARY: only
+        # tests of the signalling alone run without media).
+        media=MediaAnchor(
+            media, owner=settings.replica_id, timeout=settings.grpc_client_timeout_seconds
+        )
+        if media is not None
+        else None,
         replica=settings.replica_id,
         advertised_host=settings.sip_advertised_host,
         wall_clock=time.time,
@@ -224,6 +233,7 @@ async def build(ctx: ServiceContext[SipEdgeSettings]) -> None:
         producer=producer,
         provisioning=ctx.channel(settings.sip_edge_provisioning_address),
         routing=ctx.channel(settings.sip_edge_routing_address),
+        media=ctx.channel(settings.media_target),
         log=ctx.log,
     )
     ctx.on_close(runtime.stop)  # close hooks run in reverse: SIP side before pool/producer

@@ -53,6 +53,7 @@ from ..sip.uri import SipUri
 from ..transport import SipEndpoint
 from .events import CallEventLog, CallEventWriter
 from .legs import Leg, SipPort, UacLeg, UasLeg
+from .media import MediaAnchor
 from .session import CallSession, Contact, RoutingClient
 from .verbs import VerbRegistry, default_verbs
 
@@ -156,6 +157,7 @@ class CallManager:
         trunks: Trunks,
         events: CallEventWriter,
         log: EventLogger,
+        media: MediaAnchor | None = None,
         replica: str,
         advertised_host: str | None = None,
         wall_clock: Callable[[], float] = time.time,
@@ -169,6 +171,7 @@ class CallManager:
         self.routing = routing
         self.trunks = trunks
         self.events = events
+        self.media = media
         self.log = log
         self.replica = replica
         self._advertised = advertised_host

@@ -11,10 +11,12 @@ bridged peer. Every leg's lifecycle is recorded as call events.
 If routing does not answer within its deadline the caller gets ``503`` with Retry-After (or a
 BYE after an answer): never silence.
 
-TEMPORARY: media is not anchored yet: SDP offers and answers pass between the legs unchanged
-(the media service's MediaControl exists, but this controller does not allocate endpoints
-from it yet), so RTP flows directly between the phones and the `play` verb fails with
-``media-unavailable``.
+Media anchoring: with a `MediaControl` channel (``services.media``), the caller's offer is
+answered by an endpoint of its own (leg ``a``), every dialled leg is offered another endpoint,
+the callee's answer goes to that endpoint and the two are bridged when the call connects;
+re-INVITEs and UPDATEs are answered by the leg's own endpoint. Without one (tests of the
+signalling alone) the SDP passes between the legs unchanged (TEMPORARY until every deployment
+runs media) and the `play` verb fails with ``media-unavailable``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from .legs import (
     UasConnected,
     UasLeg,
 )
+from .media import MediaAnchor, MediaUnavailable
 
 RETRY_AFTER_SECONDS = 5
 HangupCause = common_pb2.HangupCause
@@ -174,6 +177,7 @@ class CallServices(Protocol):
 
     routing: RoutingClient
     log: EventLogger
+    media: MediaAnchor | None
 
     @property
     def sip(self) -> SipPort: ...
@@ -244,6 +248,11 @@ class CallSession:
         self.failure_codes: list[int] = []
         self.b_events: asyncio.Queue[LegEvent] = asyncio.Queue()
         self.done = asyncio.Event()
+        # Media endpoints by leg label, and the SDP each endpoint gave its leg.
+        self.endpoints: dict[str, str] = {}
+        self.local_sdp: dict[str, bytes] = {}
+        self._release: asyncio.Task[None] | None = None
+        self._offers: set[asyncio.Task[None]] = set()
         self._records: dict[Leg, LegRecord] = {}
         self._task: asyncio.Task[None] | None = None
         self._current: CallVerb | None = None
@@ -269,8 +278,11 @@ class CallSession:
 
     @property
     def media_anchored(self) -> bool:
-        # TEMPORARY: no MediaControl endpoints are allocated yet (see the module docstring).
-        return False
+        return "a" in self.endpoints
+
+    def caller_sdp(self) -> bytes:
+        """What the caller gets as our answer: the endpoint's, or (no media) its own offer."""
+        return self.local_sdp.get("a", self.a.sdp_offer)
 
     @property
     def answered(self) -> bool:
@@ -286,8 +298,8 @@ class CallSession:
             await self._execute()
         except asyncio.CancelledError:
             pass
-        except RoutingUnavailable as exc:
-            self.log.warning("routing_unavailable", call_id=self.call_id, error=str(exc))
+        except (RoutingUnavailable, MediaUnavailable) as exc:
+            self.log.warning("service_unavailable", call_id=self.call_id, error=str(exc))
             self.end(
                 503,
                 headers=[("Retry-After", str(RETRY_AFTER_SECONDS))],
@@ -305,6 +317,15 @@ class CallSession:
                 self.end(status_for_caller(self.failure_codes))
 
     async def _execute(self) -> None:
+        media = self.services.media
+        if media is not None and self.a.sdp_offer:
+            endpoint, answer = await media.create(
+                call_id=self.call_id,
+                leg="a",
+                tenant_id=self.context.tenant_id,
+                remote_offer=self.a.sdp_offer,
+            )
+            self.endpoints["a"], self.local_sdp["a"] = endpoint, answer
         reply = await self.services.routing.plan(self.context)
         while not self.a.ended:
             self.state = reply.state
@@ -331,7 +352,7 @@ class CallSession:
             if problem is not None:
                 return failed(verb.id, problem)
             if verb_class.needs_answer and not self.answered:
-                self.answer_caller(self.a.sdp_offer)
+                self.answer_caller(self.caller_sdp())
             runner = verb_class(self, verb)
             self._current = runner
             began = loop.time()
@@ -385,6 +406,8 @@ class CallSession:
             outcome = outcome_for(a.final_status)
         self._record_end(a, a.final_status, outcome, self._hangup_side, cause=self._a_cause)
         self.done.set()
+        if self.endpoints and self.services.media is not None:
+            self._release = asyncio.ensure_future(self._release_media(self.services.media))
         if self._current is not None:
             self._current.cancel()
         if self._task is not None and self._task is not asyncio.current_task():
@@ -397,6 +420,10 @@ class CallSession:
             sip_status=a.final_status,
             legs=len(self.b_legs) + 1,
         )
+
+    async def _release_media(self, media: MediaAnchor) -> None:
+        for endpoint in list(self.endpoints.values()):
+            await media.destroy(endpoint)
 
     # -- commands the verbs use ------------------------------------------------------------
 
@@ -430,7 +457,7 @@ class CallSession:
                 bridged_with=bridged_with,
             )
 
-    def place_leg(
+    async def place_leg(
         self,
         contact: Contact,
         *,
@@ -441,17 +468,26 @@ class CallSession:
         step_id: str,
         trunk_id: str = "",
     ) -> UacLeg:
-        # TEMPORARY (no media anchoring yet): the caller's offer goes to the callee unchanged.
+        label = f"b{len(self.b_legs) + 1}"
+        media = self.services.media
+        if media is not None and self.media_anchored:
+            endpoint, offer = await media.create(
+                call_id=self.call_id, leg=label, tenant_id=self.context.tenant_id, remote_offer=None
+            )
+            self.endpoints[label], self.local_sdp[label] = endpoint, offer
+        else:
+            # TEMPORARY (no MediaControl): the caller's offer goes to the callee unchanged.
+            offer = self.a.sdp_offer
         request = self.services.new_outgoing_invite(
             self,
             contact,
             to_uri=to_uri,
-            body=self.a.sdp_offer,
+            body=offer,
             caller_id=caller_id,
             extra_headers=headers,
         )
         leg = UacLeg(
-            label=f"b{len(self.b_legs) + 1}",
+            label=label,
             sip=self.services.sip,
             listener=self,
             destination=contact.destination,
@@ -486,9 +522,15 @@ class CallSession:
         leg.start()
         return leg
 
-    def bridge(self, leg: UacLeg, sdp: bytes) -> None:
+    async def bridge(self, leg: UacLeg, sdp: bytes) -> None:
         """``leg`` answered: it becomes the caller's peer; the caller gets its answer."""
         self.bridged = leg
+        media = self.services.media
+        endpoint = self.endpoints.get(leg.label)
+        if media is not None and endpoint is not None:
+            await media.remote_answer(endpoint, sdp)
+            await media.bridge(self.endpoints["a"], endpoint)
+            sdp = self.caller_sdp()
         if not self.answered:
             self.answer_caller(sdp, bridged_with=leg.label)
 
@@ -619,6 +661,15 @@ class CallSession:
                 leg.respond(transaction, 491 if request.method == "INVITE" else 481)
             return
         method = request.method
+        media = self.services.media
+        endpoint = self.endpoints.get(leg.label)
+        if media is not None and endpoint is not None and method in ("INVITE", "UPDATE"):
+            # Anchored: the leg's own endpoint answers (hold, unhold, codec change); the peer
+            # keeps its media as it is.
+            task = asyncio.ensure_future(self._answer_offer(media, endpoint, leg, transaction))
+            self._offers.add(task)
+            task.add_done_callback(self._offers.discard)
+            return
 
         def answer(response: SipResponse) -> None:
             if response.status_code < 200:
@@ -647,6 +698,23 @@ class CallSession:
         )
         if not sent:
             leg.respond(transaction, 500, "Server Internal Error - peer dialog unavailable")
+
+    async def _answer_offer(
+        self, media: MediaAnchor, endpoint: str, leg: Leg, transaction: ServerTransaction
+    ) -> None:
+        offer = transaction.request.body
+        try:
+            local = await media.remote_offer(endpoint, offer) if offer else b""
+        except MediaUnavailable as exc:
+            self.log.warning("media_update_failed", call_id=self.call_id, error=str(exc))
+            leg.respond(transaction, 500, None, headers=[("Retry-After", "5")])
+            return
+        local = local or self.local_sdp.get(leg.label, b"")
+        self.local_sdp[leg.label] = local
+        with contextlib.suppress(Exception):
+            leg.respond(
+                transaction, 200, body=local, headers=[("Contact", self.services.sip.contact)]
+            )
 
 
 def failed(verb_id: str, reason: str) -> routing_pb2.VerbResult:

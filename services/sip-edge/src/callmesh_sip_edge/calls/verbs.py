@@ -70,11 +70,10 @@ class AnswerVerb(CallVerb):
     async def run(self) -> routing_pb2.VerbResult | None:
         session = self.session
         if self.verb.answer.early_media_only:
-            session.ring_caller(183)
+            session.ring_caller(183, session.local_sdp.get("a", b""))
         else:
-            # TEMPORARY (no media anchoring): without a media endpoint there is no SDP answer
-            # of our own to give; the caller's offer is echoed with the direction kept.
-            session.answer_caller(session.a.sdp_offer)
+            # Without media (TEMPORARY) there is no answer of our own: the offer is echoed.
+            session.answer_caller(session.caller_sdp())
         return None
 
 
@@ -191,7 +190,7 @@ class DialVerb(CallVerb):
             for contact in contacts:
                 if session.done.is_set():
                     return None
-                leg = session.place_leg(
+                leg = await session.place_leg(
                     contact,
                     to_uri=to_uri,
                     callee_number=number,
@@ -224,8 +223,10 @@ class DialVerb(CallVerb):
                 continue
             leg = event.leg
             if isinstance(event, Ring):
-                if event.sdp:
-                    # RINGBACK_MODE_PASS_EARLY_MEDIA by nature when media is not anchored.
+                if event.sdp and not session.media_anchored:
+                    # RINGBACK_MODE_PASS_EARLY_MEDIA by nature when media is not anchored;
+                    # anchored calls get plain ringback (the callee's early media is not
+                    # bridged before the answer yet).
                     session.ring_caller(183, event.sdp)
                 else:
                     session.ring_caller(180)
@@ -237,7 +238,7 @@ class DialVerb(CallVerb):
                 for other in self.legs:
                     if other is not leg:
                         session.cancel_leg(other, calls_pb2.CallOutcome.CALL_OUTCOME_CANCELLED)
-                session.bridge(leg, event.sdp)
+                await session.bridge(leg, event.sdp)
         ring_duration = loop.time() - began
         answered_at = loop.time()
         # Bridged: wait for the callee's side to end (the caller's side ends the whole call).
