@@ -25,9 +25,16 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer
 from callmesh.events.v1 import calls_pb2
+from callmesh.media.v1 import media_pb2 as media_pb
+from callmesh.media.v1 import media_pb2_grpc
 from callmesh.provisioning.v1 import provisioning_pb2 as ppb
 from callmesh.routing.v1 import routing_pb2
+from callmesh_core.grpc_server import GrpcServer
 from callmesh_core.kafka import EventProducer
+from callmesh_media.engine import EngineConfig, MediaEngine
+from callmesh_media.events import EventBus
+from callmesh_media.servicer import MediaControlServicer
+from callmesh_media.sounds import SoundLibrary
 from callmesh_sip_edge.app import drain_calls, start_edge
 from callmesh_sip_edge.config import SipEdgeSettings
 from callmesh_sip_edge.sip.message import new_branch, new_tag
@@ -548,3 +555,147 @@ async def test_verbs_run_in_order_and_a_verb_that_cannot_run_reports_why(
     assert not continued.call.answered  # the answer verb after play never ran
     busy_call = _plan(routing, "9486").call.call_id
     assert not [c for c in routing.double.continues if c.call.call_id == busy_call]
+
+
+@dataclass
+class RunningMedia:
+    engine: MediaEngine
+    stub: media_pb2_grpc.MediaControlStub
+    address: str
+    ports: tuple[int, int]
+
+
+@pytest.fixture(scope="module")
+async def media(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningMedia]:
+    """The media service's real engine and MediaControl servicer on a grpc.aio server."""
+    tmp = tmp_path_factory.mktemp("media")
+    low, high = 31000, 31199  # below the ephemeral range and the sipp RTP ports above
+    bus = EventBus()
+    engine = MediaEngine(
+        EngineConfig(
+            replica_id="media-test",
+            rtp_host="127.0.0.1",
+            advertised_address="127.0.0.1",
+            port_min=low,
+            port_max=high,
+            recording_dir=tmp / "recordings",
+        ),
+        SoundLibrary(
+            sounds_dir=tmp / "sounds",
+            moh_dir=tmp / "moh",
+            tenant_prompts_dir=tmp / "prompts",
+            default_language="en",
+        ),
+        LOG,
+        bus,
+    )
+    engine.start()
+    server = GrpcServer(host="127.0.0.1", port=0, tracer=trace.get_tracer("t"), log=LOG)
+    server.add(
+        media_pb2_grpc.add_MediaControlServicer_to_server,
+        MediaControlServicer(engine, bus, "media-test"),
+        "callmesh.media.v1.MediaControl",
+    )
+    port = await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield RunningMedia(
+            engine, media_pb2_grpc.MediaControlStub(channel), f"127.0.0.1:{port}", (low, high)
+        )
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await engine.close()
+
+
+@pytest.fixture(scope="module")
+async def anchored_edge(
+    edge: RunningEdge,
+    kafka_bootstrap: str,
+    provisioning: Provisioned,
+    routing: RoutingServer,
+    media: RunningMedia,
+) -> AsyncIterator[RunningEdge]:
+    """A replica that anchors media on the real MediaControl."""
+    producer = EventProducer(bootstrap_servers=kafka_bootstrap, tracer=trace.get_tracer("t"))
+    await producer.start()
+    settings = SipEdgeSettings(
+        replica_id="edge-media-0",
+        sip_host="127.0.0.1",
+        sip_edge_provisioning_address=provisioning.address,
+        sip_edge_nonce_secret="test-nonce-secret-0123456789",
+        sip_edge_digest_algorithms="MD5,SHA-256",
+    )
+    channels = [
+        grpc.aio.insecure_channel(address)
+        for address in (provisioning.address, routing.address, media.address)
+    ]
+    runtime = await start_edge(
+        settings,
+        pool=edge.pool,
+        producer=producer,
+        provisioning=channels[0],
+        routing=channels[1],
+        media=channels[2],
+        log=LOG,
+        sip_port=0,
+    )
+    try:
+        yield RunningEdge(runtime, edge.pool, edge.schema)
+    finally:
+        await runtime.stop()
+        for channel in channels:
+            await channel.close()
+        await producer.stop()
+
+
+def _sdp_ports(messages: Path, start_line: str) -> list[int]:
+    """m=audio ports of the SDP bodies of messages starting with ``start_line`` in a sipp
+    message log."""
+    text = messages.read_text(errors="replace")
+    ports: list[int] = []
+    for block in text.split("-----------------------------------------------"):
+        lines = [line.strip() for line in block.splitlines()]
+        heads = [i for i, line in enumerate(lines) if line.startswith(start_line)]
+        if not heads:
+            continue
+        ports += [int(line.split()[1]) for line in lines[heads[0] :] if line.startswith("m=audio ")]
+    return ports
+
+
+async def test_media_is_anchored_on_two_bridged_endpoints(
+    anchored_edge: RunningEdge, media: RunningMedia, provisioning: Provisioned, tmp_path: Path
+) -> None:
+    """Each side sees an SDP of a media endpoint (port in media's range), never the other
+    phone's; while the call is up media holds two endpoints and one bridge; none after."""
+    caller = provisioning.accounts["acme101"]
+    callee = await _new_extension(provisioning)
+    low, high = media.ports
+    uas = await _callee(anchored_edge, provisioning, "uas_answer_then_bye.xml", tmp_path, callee)
+    try:
+        uac = await _caller(
+            anchored_edge, caller, callee.extension, "uac_call_callee_bye.xml", tmp_path
+        )
+        load = None
+        for _ in range(200):  # answered 0.3 s after ringing, hung up 0.7 s later
+            load = await media.stub.GetLoad(media_pb.GetLoadRequest())
+            if load.active_bridges:
+                break
+            await asyncio.sleep(0.02)
+        assert load is not None and load.active_bridges == 1 and load.active_endpoints == 2
+        await _all_ok(uac, uas)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            uas.process.kill()
+    await _wait_no_calls(anchored_edge)
+    for _ in range(100):
+        load = await media.stub.GetLoad(media_pb.GetLoadRequest())
+        if load.active_endpoints == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert load.active_endpoints == 0 and load.active_bridges == 0
+    offered_to_callee = _sdp_ports(uas.errors.with_name(f"{uas.name}_messages.log"), "INVITE ")
+    answered_to_caller = _sdp_ports(uac.errors.with_name("uac_messages.log"), "SIP/2.0 200 OK")
+    assert offered_to_callee and all(low <= p <= high for p in offered_to_callee)
+    assert answered_to_caller and all(low <= p <= high for p in answered_to_caller)
+    assert set(offered_to_callee).isdisjoint(answered_to_caller)
