@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import random
 import shutil
 import socket
@@ -24,6 +25,7 @@ from pathlib import Path
 import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer
+from callmesh.common.v1 import common_pb2
 from callmesh.events.v1 import calls_pb2
 from callmesh.media.v1 import media_pb2 as media_pb
 from callmesh.media.v1 import media_pb2_grpc
@@ -699,3 +701,39 @@ async def test_media_is_anchored_on_two_bridged_endpoints(
     assert offered_to_callee and all(low <= p <= high for p in offered_to_callee)
     assert answered_to_caller and all(low <= p <= high for p in answered_to_caller)
     assert set(offered_to_callee).isdisjoint(answered_to_caller)
+
+
+def _timeline(messages: Path) -> list[tuple[float, str]]:
+    """(time, start line) of every message in a sipp message log."""
+    out: list[tuple[float, str]] = []
+    for block in messages.read_text(errors="replace").split("-" * 47 + " ")[1:]:
+        lines = [line.strip() for line in block.splitlines() if line.strip()]
+        stamp = dt.datetime.strptime(lines[0], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        out.append((stamp, lines[2] if len(lines) > 2 else ""))
+    return out
+
+
+async def test_play_runs_through_media_control_before_the_next_verb(
+    anchored_edge: RunningEdge, routing: RoutingServer, provisioning: Provisioned, tmp_path: Path
+) -> None:
+    """answer, play a 600 ms tone, hangup: the BYE comes only after the tone has played."""
+    caller = provisioning.accounts["acme101"]
+    tone = common_pb2.Tone(frequencies_hz=[425])
+    tone.total.FromMilliseconds(600)
+    routing.double.scripted["9700"] = [
+        routing_pb2.Verb(id="answer", answer=routing_pb2.AnswerVerb()),
+        routing_pb2.Verb(
+            id="tone", play=routing_pb2.PlayVerb(items=[common_pb2.MediaSource(tone=tone)])
+        ),
+        routing_pb2.Verb(id="bye", hangup=routing_pb2.HangupVerb()),
+    ]
+    try:
+        uac = await _caller(anchored_edge, caller, "9700", "uac_call_callee_bye.xml", tmp_path)
+        await _all_ok(uac)
+    finally:
+        routing.double.scripted.clear()
+    await _wait_no_calls(anchored_edge)
+    timeline = _timeline(uac.errors.with_name("uac_messages.log"))
+    answered = next(t for t, line in timeline if line.startswith("SIP/2.0 200 OK"))
+    bye = next(t for t, line in timeline if line.startswith("BYE "))
+    assert bye - answered >= 0.55, timeline

@@ -94,6 +94,8 @@ class EdgeRuntime:
             await self.sweeper
         await self.endpoint.stop()
         await self.edge.wait_idle()
+        if self.calls.media is not None:
+            await self.calls.media.stop()
         await self.call_events.stop()
         await self.call_relay.stop()
         await self.relay.stop()
@@ -182,6 +184,14 @@ async def start_edge(
     )
     await call_relay.start()
     call_events = CallEventWriter(pool, log.child("call_events"), wake_relay=call_relay.wake)
+    # Without a MediaControl channel the SDP passes through unchanged (TEMPORARY: only tests
+    # of the signalling alone run without media).
+    anchor: MediaAnchor | None = None
+    if media is not None:
+        anchor = MediaAnchor(
+            media, owner=settings.replica_id, timeout=settings.grpc_client_timeout_seconds
+        )
+        anchor.start()
     call_events.start()
     calls = CallManager(
         endpoint=endpoint,
@@ -193,13 +203,7 @@ async def start_edge(
         trunks=Trunks(provisioning, timeout=settings.grpc_client_timeout_seconds),
         events=call_events,
         log=log.child("calls"),
-        # Without a MediaControl channel the SDP passes through unchanged (TEMPORARY: only
-        # tests of the signalling alone run without media).
-        media=MediaAnchor(
-            media, owner=settings.replica_id, timeout=settings.grpc_client_timeout_seconds
-        )
-        if media is not None
-        else None,
+        media=anchor,
         replica=settings.replica_id,
         advertised_host=settings.sip_advertised_host,
         wall_clock=time.time,

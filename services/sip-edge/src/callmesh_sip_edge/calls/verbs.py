@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from callmesh.common.v1 import common_pb2
 from callmesh.events.v1 import calls_pb2
+from callmesh.media.v1 import media_pb2 as media_pb
 from callmesh.routing.v1 import routing_pb2
 
 from .events import seconds
@@ -114,8 +115,18 @@ class PlayVerb(CallVerb):
     kind = "play"
     needs_media = True
 
-    async def run(self) -> routing_pb2.VerbResult | None:  # pragma: no cover - see needs_media
-        # Reached only once media is anchored (the precondition refuses it before that).
+    async def run(self) -> routing_pb2.VerbResult | None:
+        session = self.session
+        media = session.services.media
+        endpoint = session.endpoints.get("a")
+        if media is None or endpoint is None:
+            return failed_result("media-unavailable")
+        if not session.answered:
+            # Announcements before an answer go out as early media (183), as the verb allows.
+            session.ring_caller(183, session.caller_sdp())
+        done = await media.play(endpoint, self.verb.play)
+        if done.end == media_pb.PLAY_END_ERROR:
+            return failed_result(done.error or "play-failed")
         return None
 
 
@@ -290,6 +301,10 @@ def _dial_status(code: int) -> DialStatus.ValueType:
     from .session import dial_status_for
 
     return dial_status_for(code)
+
+
+def failed_result(reason: str) -> routing_pb2.VerbResult:
+    return routing_pb2.VerbResult(failed=routing_pb2.VerbFailed(reason=reason))
 
 
 def default_verbs() -> VerbRegistry:
