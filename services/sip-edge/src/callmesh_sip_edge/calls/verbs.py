@@ -110,7 +110,7 @@ def _status_for_cause(cause: int) -> int:
 
 
 class PlayVerb(CallVerb):
-    """Prompts and music through MediaControl.Play; needs an anchored media endpoint."""
+    """Prompts, tones and music through MediaControl.Play on the caller's endpoint."""
 
     kind = "play"
     needs_media = True
