@@ -737,3 +737,32 @@ async def test_play_runs_through_media_control_before_the_next_verb(
     answered = next(t for t, line in timeline if line.startswith("SIP/2.0 200 OK"))
     bye = next(t for t, line in timeline if line.startswith("BYE "))
     assert bye - answered >= 0.55, timeline
+
+
+async def test_dial_timeout_cancels_the_callee_and_the_caller_gets_480(
+    calls_edge: RunningEdge, provisioning: Provisioned, routing: RoutingServer, tmp_path: Path
+) -> None:
+    caller = provisioning.accounts["acme101"]
+    callee = await _new_extension(provisioning)
+    dial = routing_pb2.DialVerb(
+        targets=[
+            routing_pb2.DialTarget(
+                extension=routing_pb2.ExtensionTarget(extension=callee.extension)
+            )
+        ]
+    )
+    dial.timeout.FromMilliseconds(800)
+    routing.double.scripted[callee.extension] = [routing_pb2.Verb(id="ring", dial=dial)]
+    uas = await _callee(calls_edge, provisioning, "uas_ring_until_cancel.xml", tmp_path, callee)
+    try:
+        uac = await _caller(calls_edge, caller, callee.extension, "uac_call_480.xml", tmp_path)
+        await _all_ok(uac, uas)
+    finally:
+        routing.double.scripted.clear()
+        with contextlib.suppress(ProcessLookupError):
+            uas.process.kill()
+    await _wait_no_calls(calls_edge)
+    call_id = _plan(routing, callee.extension).call.call_id
+    [continued] = [c for c in routing.double.continues if c.call.call_id == call_id]
+    assert continued.result.dial.status == routing_pb2.DIAL_STATUS_NO_ANSWER
+    assert continued.result.dial.ring_duration.ToNanoseconds() >= 0.8e9
