@@ -766,3 +766,27 @@ async def test_dial_timeout_cancels_the_callee_and_the_caller_gets_480(
     [continued] = [c for c in routing.double.continues if c.call.call_id == call_id]
     assert continued.result.dial.status == routing_pb2.DIAL_STATUS_NO_ANSWER
     assert continued.result.dial.ring_duration.ToNanoseconds() >= 0.8e9
+
+
+async def test_an_unrefreshed_session_timer_ends_the_call(
+    calls_edge: RunningEdge, provisioning: Provisioned, routing: RoutingServer, tmp_path: Path
+) -> None:
+    """RFC 4028 with the caller as refresher: 200 grants Session-Expires: 1;refresher=uac;
+    no refresh comes, so about a second later the edge sends BYE to both sides."""
+    caller = provisioning.accounts["acme101"]
+    callee = await _new_extension(provisioning)
+    uas = await _callee(calls_edge, provisioning, "uas_answer.xml", tmp_path, callee)
+    try:
+        uac = await _caller(calls_edge, caller, callee.extension, "uac_call_timer.xml", tmp_path)
+        await _all_ok(uac, uas)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            uas.process.kill()
+    await _wait_no_calls(calls_edge)
+    timeline = _timeline(uac.errors.with_name("uac_messages.log"))
+    answered = next(t for t, line in timeline if line.startswith("SIP/2.0 200 OK"))
+    bye = next(t for t, line in timeline if line.startswith("BYE "))
+    assert 0.9 <= bye - answered < 3.0, timeline
+    call_id = _plan(routing, callee.extension).call.call_id
+    # The platform ended it: routing is not asked for more.
+    assert not [c for c in routing.double.continues if c.call.call_id == call_id]

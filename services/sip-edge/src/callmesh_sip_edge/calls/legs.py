@@ -306,8 +306,8 @@ class UasLeg(Leg):
     def ring(self, status: int, sdp: bytes = b"") -> None:
         self.state.ring(self, status, sdp)
 
-    def answer(self, sdp: bytes) -> None:
-        self.state.answer(self, sdp)
+    def answer(self, sdp: bytes, headers: list[tuple[str, str]] | None = None) -> None:
+        self.state.answer(self, sdp, headers or [])
 
     def reject(
         self, status: int, reason: str | None = None, headers: list[tuple[str, str]] | None = None
@@ -332,7 +332,7 @@ class UasState(LegState):
     def ring(self, leg: UasLeg, status: int, sdp: bytes) -> None:
         return
 
-    def answer(self, leg: UasLeg, sdp: bytes) -> None:
+    def answer(self, leg: UasLeg, sdp: bytes, headers: list[tuple[str, str]]) -> None:
         return
 
     def reject(
@@ -375,7 +375,7 @@ class UasTrying(UasState):
         if not isinstance(leg.state, UasRinging):
             leg.set_state(UasRinging())
 
-    def answer(self, leg: UasLeg, sdp: bytes) -> None:
+    def answer(self, leg: UasLeg, sdp: bytes, headers: list[tuple[str, str]]) -> None:
         leg._ensure_dialog(confirmed=True)
         if leg.dialog is not None:
             leg.dialog.state = DialogState.CONFIRMED
@@ -385,7 +385,7 @@ class UasTrying(UasState):
                 200,
                 body=sdp,
                 to_tag=leg.local_tag,
-                headers=[("Contact", leg.sip.contact)],
+                headers=[("Contact", leg.sip.contact), *headers],
             )
         except TransactionError:
             return

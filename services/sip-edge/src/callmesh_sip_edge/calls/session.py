@@ -252,6 +252,9 @@ class CallSession:
         self.endpoints: dict[str, str] = {}
         self.local_sdp: dict[str, bytes] = {}
         self._release: asyncio.Task[None] | None = None
+        # RFC 4028 session timer of the caller's dialog (the caller refreshes).
+        self.session_interval: int | None = None
+        self._session_timer: asyncio.TimerHandle | None = None
         self._offers: set[asyncio.Task[None]] = set()
         self._records: dict[Leg, LegRecord] = {}
         self._task: asyncio.Task[None] | None = None
@@ -381,9 +384,15 @@ class CallSession:
             return
         for leg in self.b_legs:
             if not leg.ended:
-                leg.cancel()
+                answered = leg.answered_at is not None
+                leg.cancel()  # CANCEL while ringing, BYE once answered
                 self._record_end(
-                    leg, 487, CallOutcome.CALL_OUTCOME_CANCELLED, HangupSide.HANGUP_SIDE_PLATFORM
+                    leg,
+                    0 if answered else 487,
+                    CallOutcome.CALL_OUTCOME_ANSWERED
+                    if answered
+                    else CallOutcome.CALL_OUTCOME_CANCELLED,
+                    HangupSide.HANGUP_SIDE_PLATFORM,
                 )
         if not self.a.ended:
             if self.answered:
@@ -397,6 +406,8 @@ class CallSession:
     def _finish(self) -> None:
         if self.done.is_set():
             return
+        if self._session_timer is not None:
+            self._session_timer.cancel()
         a = self.a
         if self.answered:
             outcome: CallOutcome.ValueType = CallOutcome.CALL_OUTCOME_ANSWERED
@@ -420,6 +431,44 @@ class CallSession:
             sip_status=a.final_status,
             legs=len(self.b_legs) + 1,
         )
+
+    # -- session timers (RFC 4028), the caller being the refresher ---------------------------
+
+    def _session_timer_headers(self) -> list[tuple[str, str]]:
+        """Session-Expires for our 200 when the caller asked for a session timer."""
+        request = self.a.request
+        value = request.get("session-expires")
+        if not value or "timer" not in request.tokens("supported"):
+            return []
+        try:
+            interval = int(value.split(";")[0].strip())
+        except ValueError:
+            return []
+        if interval <= 0:
+            return []
+        # Accepted as asked (no 422 for short intervals: the caller chose them).
+        self.session_interval = interval
+        return [("Session-Expires", f"{interval};refresher=uac"), ("Require", "timer")]
+
+    def _arm_session_timer(self) -> None:
+        if self.session_interval is None or self.done.is_set():
+            return
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+        self._session_timer = asyncio.get_running_loop().call_later(
+            self.session_interval, self._session_expired
+        )
+
+    def _session_expired(self) -> None:
+        # No refresh within the interval: the caller is gone (RFC 4028 10: send BYE).
+        self.log.info("session_timer_expired", call_id=self.call_id)
+        self.end(cause=HangupCause.HANGUP_CAUSE_OTHER_FAILURE)
+
+    def _refresh_headers(self, leg: Leg) -> list[tuple[str, str]]:
+        if leg is not self.a or self.session_interval is None:
+            return []
+        self._arm_session_timer()
+        return [("Session-Expires", f"{self.session_interval};refresher=uac")]
 
     async def _release_media(self, media: MediaAnchor) -> None:
         for endpoint in list(self.endpoints.values()):
@@ -446,8 +495,9 @@ class CallSession:
     def answer_caller(self, sdp: bytes, bridged_with: str = "") -> None:
         if self.a.ended or self.answered:
             return
-        self.a.answer(sdp)
+        self.a.answer(sdp, self._session_timer_headers())
         if isinstance(self.a.state, UasConnected):
+            self._arm_session_timer()
             record = self._records[self.a]
             record.answered = True
             self.events.answered(
@@ -680,6 +730,7 @@ class CallSession:
             headers: list[tuple[str, str]] = []
             if method in ("INVITE", "UPDATE") and response.status_code < 300:
                 headers.append(("Contact", self.services.sip.contact))
+                headers += self._refresh_headers(leg)
             with contextlib.suppress(Exception):
                 leg.respond(
                     transaction,
@@ -713,7 +764,10 @@ class CallSession:
         self.local_sdp[leg.label] = local
         with contextlib.suppress(Exception):
             leg.respond(
-                transaction, 200, body=local, headers=[("Contact", self.services.sip.contact)]
+                transaction,
+                200,
+                body=local,
+                headers=[("Contact", self.services.sip.contact), *self._refresh_headers(leg)],
             )
 
 
