@@ -16,6 +16,9 @@ from callmesh.media.v1 import media_pb2_grpc
 from callmesh.routing.v1 import routing_pb2
 
 
+EVENTS_STREAM_SECONDS = 3600.0
+
+
 class MediaUnavailable(Exception):
     """MediaControl did not answer in time (or refused): the call cannot be anchored."""
 
@@ -47,7 +50,11 @@ class MediaAnchor:
         # on the channel) it is opened again.
         while True:
             try:
-                stream = self._stub.Events(pb.EventsRequest(owner=self._owner))
+                # An explicit long deadline: the core's channels give every call without one
+                # a short default, which would cut this stream every few seconds.
+                stream = self._stub.Events(
+                    pb.EventsRequest(owner=self._owner), timeout=EVENTS_STREAM_SECONDS
+                )
                 async for event in stream:
                     if event.WhichOneof("kind") == "play_done":
                         self._play_done(event.play_done)
