@@ -15,7 +15,6 @@ from callmesh.media.v1 import media_pb2 as pb
 from callmesh.media.v1 import media_pb2_grpc
 from callmesh.routing.v1 import routing_pb2
 
-
 EVENTS_STREAM_SECONDS = 3600.0
 
 
