@@ -73,6 +73,9 @@ def support_queue(queue_id: str = "support", **overrides: Any) -> dict[str, Any]
     return config_to_data(QueueConfig(queue_id, **settings))
 
 
+CLOSE_STEP_SECONDS = 15.0
+
+
 @dataclass
 class Replica:
     """One queue replica in this process: runtime + servicer on a real gRPC server."""
@@ -85,11 +88,13 @@ class Replica:
     relay: CallEventOutboxRelay | None = None
 
     async def close(self, *, release: bool = True) -> None:
-        await self.runtime.stop(release=release)
+        # Each step is bounded, so a stuck shutdown fails the test with its name instead of
+        # hanging the whole suite.
+        await asyncio.wait_for(self.runtime.stop(release=release), CLOSE_STEP_SECONDS)
         if self.relay is not None:
-            await self.relay.stop()
-        await self.channel.close()
-        await self.server.stop(0)
+            await asyncio.wait_for(self.relay.stop(), CLOSE_STEP_SECONDS)
+        await asyncio.wait_for(self.channel.close(), CLOSE_STEP_SECONDS)
+        await asyncio.wait_for(self.server.stop(0), CLOSE_STEP_SECONDS)
 
 
 ReplicaFactory = Callable[..., Any]

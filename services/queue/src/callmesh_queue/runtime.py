@@ -67,6 +67,9 @@ from callmesh_queue.store import LeaseLost, QueueDefinition, QueueStore
 OWNER_METADATA = "callmesh-queue-owner"
 
 
+STOP_WAIT_SECONDS = 5.0
+
+
 class NotOwner(Unavailable):
     """Another live replica owns this tenant's queues; `address` is where to go."""
 
@@ -199,12 +202,22 @@ class QueueRuntime:
         held = dict(self._held)
         for tenant_id in list(self._shards):
             live = self._shards[tenant_id]
-            async with live.lock:  # let an operation in flight finish its write
+            # Let an operation in flight finish its write, but never hang the shutdown on it:
+            # its write is fenced by the lease generation either way.
+            try:
+                await asyncio.wait_for(live.lock.acquire(), STOP_WAIT_SECONDS)
+            except TimeoutError:
+                self.log.warning("stop_without_lock", tenant_id=tenant_id)
                 self._drop(tenant_id, "replica stopping", keep_lease=True)
+                continue
+            try:
+                self._drop(tenant_id, "replica stopping", keep_lease=True)
+            finally:
+                live.lock.release()
         self._held.clear()
         if release:
-            with contextlib.suppress(*_DB_ERRORS):
-                await self.store.release(self.replica_id, held)
+            with contextlib.suppress(*_DB_ERRORS, TimeoutError):
+                await asyncio.wait_for(self.store.release(self.replica_id, held), STOP_WAIT_SECONDS)
 
     def owned_tenants(self) -> list[str]:
         return list(self._shards)
