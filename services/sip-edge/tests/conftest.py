@@ -10,6 +10,7 @@ UDP/TCP SIP client for the tests, answering digest challenges with the core's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import socket
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -218,6 +220,60 @@ class RunningEdge:
         return self.runtime.port
 
 
+NONCE_SECRET = "test-nonce-secret-0123456789"
+
+
+@contextlib.asynccontextmanager
+async def edge_replica(
+    pool: asyncpg.Pool,
+    schema: str,
+    *,
+    kafka_bootstrap: str,
+    provisioning: Provisioned,
+    routing: RoutingServer,
+    replica_id: str,
+    media_address: str | None = None,
+    timers: TimerSettings | None = None,
+    **settings: Any,
+) -> AsyncIterator[RunningEdge]:
+    """One sip-edge replica in this process on `pool`'s schema, with its own producer and
+    channels to the real Provisioning server and the routing server; stopped afterwards."""
+    producer = EventProducer(bootstrap_servers=kafka_bootstrap, tracer=trace.get_tracer("t"))
+    await producer.start()
+    config = SipEdgeSettings(
+        replica_id=replica_id,
+        sip_host="127.0.0.1",
+        sip_edge_provisioning_address=provisioning.address,
+        sip_edge_nonce_secret=NONCE_SECRET,
+        **settings,
+    )
+    channels = [grpc.aio.insecure_channel(provisioning.address)]
+    channels.append(grpc.aio.insecure_channel(routing.address))
+    media = grpc.aio.insecure_channel(media_address) if media_address else None
+    if media is not None:
+        channels.append(media)
+    try:
+        runtime = await start_edge(
+            config,
+            pool=pool,
+            producer=producer,
+            provisioning=channels[0],
+            routing=channels[1],
+            media=media,
+            log=LOG,
+            sip_port=0,
+            timers=timers,
+        )
+        try:
+            yield RunningEdge(runtime, pool, schema)
+        finally:
+            await runtime.stop()
+    finally:
+        for channel in channels:
+            await channel.close()
+        await producer.stop()
+
+
 @pytest.fixture(scope="module")
 async def edge(
     postgres_dsn: str, kafka_bootstrap: str, provisioning: Provisioned, routing: RoutingServer
@@ -226,34 +282,19 @@ async def edge(
     await migrate(postgres_dsn, schema, EDGE_MIGRATIONS)
     pool = await create_pool(postgres_dsn, schema=schema, min_size=1, max_size=16)
     await ensure_topics(kafka_bootstrap, ["callmesh.presence.v1", "callmesh.calls.v1"])
-    producer = EventProducer(bootstrap_servers=kafka_bootstrap, tracer=trace.get_tracer("t"))
-    await producer.start()
-    settings = SipEdgeSettings(
-        replica_id="edge-test-0",
-        sip_host="127.0.0.1",
-        sip_edge_provisioning_address=provisioning.address,
-        sip_edge_nonce_secret="test-nonce-secret-0123456789",
-        registration_sweep_seconds=0.5,
-        registration_min_expires=2,
-    )
-    channel = grpc.aio.insecure_channel(provisioning.address)
-    routing_channel = grpc.aio.insecure_channel(routing.address)
-    runtime = await start_edge(
-        settings,
-        pool=pool,
-        producer=producer,
-        provisioning=channel,
-        routing=routing_channel,
-        log=LOG,
-        sip_port=0,
-    )
     try:
-        yield RunningEdge(runtime, pool, schema)
+        async with edge_replica(
+            pool,
+            schema,
+            kafka_bootstrap=kafka_bootstrap,
+            provisioning=provisioning,
+            routing=routing,
+            replica_id="edge-test-0",
+            registration_sweep_seconds=0.5,
+            registration_min_expires=2,
+        ) as running:
+            yield running
     finally:
-        await runtime.stop()
-        await channel.close()
-        await routing_channel.close()
-        await producer.stop()
         await pool.close()
         await _drop_schema(postgres_dsn, schema)
 
@@ -263,35 +304,18 @@ async def md5_first_edge(
     edge: RunningEdge, kafka_bootstrap: str, provisioning: Provisioned, routing: RoutingServer
 ) -> AsyncIterator[RunningEdge]:
     """A second replica on the same `sip_edge` schema, offering MD5 first (for sipp 3.6)."""
-    producer = EventProducer(bootstrap_servers=kafka_bootstrap, tracer=trace.get_tracer("t"))
-    await producer.start()
-    settings = SipEdgeSettings(
+    async with edge_replica(
+        edge.pool,
+        edge.schema,
+        kafka_bootstrap=kafka_bootstrap,
+        provisioning=provisioning,
+        routing=routing,
         replica_id="edge-test-1",
-        sip_host="127.0.0.1",
-        sip_edge_provisioning_address=provisioning.address,
-        sip_edge_nonce_secret="test-nonce-secret-0123456789",
         sip_edge_digest_algorithms="MD5,SHA-256",
         registration_sweep_seconds=0.5,
         registration_min_expires=2,
-    )
-    channel = grpc.aio.insecure_channel(provisioning.address)
-    routing_channel = grpc.aio.insecure_channel(routing.address)
-    runtime = await start_edge(
-        settings,
-        pool=edge.pool,
-        producer=producer,
-        provisioning=channel,
-        routing=routing_channel,
-        log=LOG,
-        sip_port=0,
-    )
-    try:
-        yield RunningEdge(runtime, edge.pool, edge.schema)
-    finally:
-        await runtime.stop()
-        await channel.close()
-        await routing_channel.close()
-        await producer.stop()
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -301,33 +325,16 @@ async def torture_edge(
     """A third replica with fast transaction timers (T1 = 20 ms, so a finished transaction
     is forgotten after 64*T1 = 1.28 s): the RFC 4475 files reuse branches, and a file sent
     while an earlier one's transaction lives would be (rightly) taken as its retransmission."""
-    producer = EventProducer(bootstrap_servers=kafka_bootstrap, tracer=trace.get_tracer("t"))
-    await producer.start()
-    settings = SipEdgeSettings(
+    async with edge_replica(
+        edge.pool,
+        edge.schema,
+        kafka_bootstrap=kafka_bootstrap,
+        provisioning=provisioning,
+        routing=routing,
         replica_id="edge-test-2",
-        sip_host="127.0.0.1",
-        sip_edge_provisioning_address=provisioning.address,
-        sip_edge_nonce_secret="test-nonce-secret-0123456789",
-    )
-    channel = grpc.aio.insecure_channel(provisioning.address)
-    routing_channel = grpc.aio.insecure_channel(routing.address)
-    runtime = await start_edge(
-        settings,
-        pool=edge.pool,
-        producer=producer,
-        provisioning=channel,
-        routing=routing_channel,
-        log=LOG,
-        sip_port=0,
         timers=TimerSettings(t1=0.02, t2=0.16, t4=0.1, timer_d=0.5),
-    )
-    try:
-        yield RunningEdge(runtime, edge.pool, edge.schema)
-    finally:
-        await runtime.stop()
-        await channel.close()
-        await routing_channel.close()
-        await producer.stop()
+    ) as running:
+        yield running
 
 
 # -- a small SIP client ----------------------------------------------------------------------

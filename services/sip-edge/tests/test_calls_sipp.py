@@ -32,13 +32,11 @@ from callmesh.media.v1 import media_pb2_grpc
 from callmesh.provisioning.v1 import provisioning_pb2 as ppb
 from callmesh.routing.v1 import routing_pb2
 from callmesh_core.grpc_server import GrpcServer
-from callmesh_core.kafka import EventProducer
 from callmesh_media.engine import EngineConfig, MediaEngine
 from callmesh_media.events import EventBus
 from callmesh_media.servicer import MediaControlServicer
 from callmesh_media.sounds import SoundLibrary
-from callmesh_sip_edge.app import drain_calls, start_edge
-from callmesh_sip_edge.config import SipEdgeSettings
+from callmesh_sip_edge.app import drain_calls
 from callmesh_sip_edge.sip.message import new_branch, new_tag
 from opentelemetry import trace
 
@@ -49,6 +47,7 @@ from .conftest import (
     RoutingServer,
     RunningEdge,
     SipClient,
+    edge_replica,
     free_udp_tcp_port,
 )
 
@@ -63,36 +62,19 @@ async def calls_edge(
     edge: RunningEdge, kafka_bootstrap: str, provisioning: Provisioned, routing: RoutingServer
 ) -> AsyncIterator[RunningEdge]:
     """A replica on the shared schema offering MD5 first, with a short routing deadline."""
-    producer = EventProducer(bootstrap_servers=kafka_bootstrap, tracer=trace.get_tracer("t"))
-    await producer.start()
-    settings = SipEdgeSettings(
+    async with edge_replica(
+        edge.pool,
+        edge.schema,
+        kafka_bootstrap=kafka_bootstrap,
+        provisioning=provisioning,
+        routing=routing,
         replica_id="edge-calls-0",
-        sip_host="127.0.0.1",
-        sip_edge_provisioning_address=provisioning.address,
-        sip_edge_nonce_secret="test-nonce-secret-0123456789",
         sip_edge_digest_algorithms="MD5,SHA-256",
         sip_edge_routing_timeout_seconds=ROUTING_DEADLINE,
         invite_rate_per_second=100.0,
         invite_burst=100,
-    )
-    channel = grpc.aio.insecure_channel(provisioning.address)
-    routing_channel = grpc.aio.insecure_channel(routing.address)
-    runtime = await start_edge(
-        settings,
-        pool=edge.pool,
-        producer=producer,
-        provisioning=channel,
-        routing=routing_channel,
-        log=LOG,
-        sip_port=0,
-    )
-    try:
-        yield RunningEdge(runtime, edge.pool, edge.schema)
-    finally:
-        await runtime.stop()
-        await channel.close()
-        await routing_channel.close()
-        await producer.stop()
+    ) as running:
+        yield running
 
 
 @dataclass
@@ -619,36 +601,17 @@ async def anchored_edge(
     media: RunningMedia,
 ) -> AsyncIterator[RunningEdge]:
     """A replica that anchors media on the real MediaControl."""
-    producer = EventProducer(bootstrap_servers=kafka_bootstrap, tracer=trace.get_tracer("t"))
-    await producer.start()
-    settings = SipEdgeSettings(
+    async with edge_replica(
+        edge.pool,
+        edge.schema,
+        kafka_bootstrap=kafka_bootstrap,
+        provisioning=provisioning,
+        routing=routing,
         replica_id="edge-media-0",
-        sip_host="127.0.0.1",
-        sip_edge_provisioning_address=provisioning.address,
-        sip_edge_nonce_secret="test-nonce-secret-0123456789",
+        media_address=media.address,
         sip_edge_digest_algorithms="MD5,SHA-256",
-    )
-    channels = [
-        grpc.aio.insecure_channel(address)
-        for address in (provisioning.address, routing.address, media.address)
-    ]
-    runtime = await start_edge(
-        settings,
-        pool=edge.pool,
-        producer=producer,
-        provisioning=channels[0],
-        routing=channels[1],
-        media=channels[2],
-        log=LOG,
-        sip_port=0,
-    )
-    try:
-        yield RunningEdge(runtime, edge.pool, edge.schema)
-    finally:
-        await runtime.stop()
-        for channel in channels:
-            await channel.close()
-        await producer.stop()
+    ) as running:
+        yield running
 
 
 def _sdp_ports(messages: Path, start_line: str) -> list[int]:
