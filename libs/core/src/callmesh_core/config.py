@@ -164,6 +164,9 @@ class ServiceSettings(BaseModel):
     grpc_stop_grace_seconds: Seconds = Field(
         default=5.0, description="how long in-flight RPCs get once draining is over"
     )
+    grpc_max_receive_mb: Annotated[int, Field(ge=1, le=2047)] = Field(
+        default=4, description="largest gRPC message this service accepts, in MiB"
+    )
     grpc_client_timeout_seconds: Seconds = Field(
         default=2.0, description="default deadline of outgoing gRPC calls"
     )

@@ -166,6 +166,7 @@ class GrpcServer:
         metrics: CollectorRegistry | None = None,
         metric_prefix: str = "callmesh",
         extra_interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+        max_receive_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -179,7 +180,12 @@ class GrpcServer:
         self.server = grpc.aio.server(
             # gRPC sets SO_REUSEPORT by default, which lets a second replica on the same host
             # silently share the port; a clash must fail start-up instead.
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                # gRPC's own default is 4 MiB; a service that takes big documents (routing's
+                # rate tables) raises it through CALLMESH_GRPC_MAX_RECEIVE_MB.
+                ("grpc.max_receive_message_length", max_receive_bytes),
+            ],
             interceptors=interceptors,
         )
         self.health = health_aio.HealthServicer()

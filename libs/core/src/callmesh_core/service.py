@@ -267,6 +267,7 @@ class Service(Generic[SettingsT]):
                 log=log,
                 metrics=metrics,
                 metric_prefix=metric_prefix(settings.service_name),
+                max_receive_bytes=settings.grpc_max_receive_mb * 1024 * 1024,
             ),
             http=HealthHttpServer(
                 host=settings.http_host,

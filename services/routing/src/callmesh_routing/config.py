@@ -26,6 +26,10 @@ class RoutingSettings(ServiceSettings):
     service_name: ClassVar[str] = "routing"
 
     grpc_port: Port = Field(default=50053, description="gRPC listen port")
+    # ValidateConfig receives whole routing documents (rate tables of a million prefixes).
+    grpc_max_receive_mb: Annotated[int, Field(ge=1, le=2047)] = Field(
+        default=512, description="largest gRPC message routing accepts, in MiB"
+    )
     http_port: Port = Field(default=9103, description="health/metrics port")
 
     routing_provisioning_address: HostPort = Field(
