@@ -19,6 +19,40 @@ DEMO_EXTENSIONS = {"101": "Anna (demo)", "102": "Boris (demo)", "103": "Vera (de
 DEMO_DID = "+74950000101"
 
 
+def demo_routing_document() -> dict[str, Any]:
+    """Internal calls between the demo extensions, and the DID: a greeting, then all three
+    extensions ring at once; anything else hangs up. Routing validates it on save."""
+    return {
+        "default_scenario": "fallback",
+        "numbering": {"default_region": "RU", "max_internal_digits": 3},
+        "inbound": {DEMO_DID: "main"},
+        "directory": {
+            "users": [{"extension": ext, "name": name} for ext, name in DEMO_EXTENSIONS.items()],
+            "ring_groups": [
+                {
+                    "name": "team",
+                    "members": list(DEMO_EXTENSIONS),
+                    "strategy": "all_at_once",
+                    "no_answer_timeout": 30,
+                }
+            ],
+            "prompts": ["hello-world"],
+        },
+        "scenarios": [
+            {
+                "id": "main",
+                "name": "Demo DID: greeting, then the whole team rings",
+                "start": "hello",
+                "steps": {
+                    "hello": {"kind": "greeting", "prompt": "hello-world", "next": "team"},
+                    "team": {"kind": "ring_group", "group": "team"},
+                },
+            },
+            {"id": "fallback", "start": "bye", "steps": {"bye": {"kind": "hangup"}}},
+        ],
+    }
+
+
 class DemoError(RuntimeError):
     pass
 
@@ -85,4 +119,7 @@ async def provision_demo(base_url: str, token: str) -> DemoTenant:
             await call(
                 "POST", f"{base}/numbers", {"e164": DEMO_DID, "description": "demo DID"}, ok=(201,)
             )
+        await call(
+            "PUT", f"{base}/routing-config", {"document": demo_routing_document()}, ok=(200,)
+        )
         return DemoTenant(tenant["id"], tenant["sip_domain"], DEMO_DID, passwords)

@@ -159,7 +159,7 @@ async def _run(stack: Stack, port_offset: int, ready_timeout: float) -> int:
             _say(f"  extension {extension}  password {password}")
         _say(
             f"register a softphone: user 101, domain {demo.sip_domain}, proxy "
-            f"127.0.0.1:{SIP_PORT + port_offset} (sip-edge answers calls once issue 3 lands)"
+            f"127.0.0.1:{SIP_PORT + port_offset}; 101-103 call each other, the DID rings all three"
         )
         _say(f"REST API: http://127.0.0.1:{rest_port}/api/v1/docs  token {admin_token}")
         _say(f"all ready in {time.monotonic() - started:.1f}s — press Ctrl-C to stop")
