@@ -53,16 +53,21 @@ if [ ! -e "$kafka_libs/.complete" ]; then
 fi
 
 # --- Python environment (uv workspace, one .venv) ----------------------------------------
+# A freshly pip-installed uv may not be on PATH yet (pyenv shims need a rehash), so after
+# installing it we run it as a module, which always works.
+uv=(uv)
 if ! command -v uv >/dev/null 2>&1; then
-  say "installing uv from PyPI"
-  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore uv
-  command -v uv >/dev/null 2>&1 || { hash -r; }
+  if ! python3 -m uv --version >/dev/null 2>&1; then
+    say "installing uv from PyPI"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore uv
+  fi
+  uv=(python3 -m uv)
 fi
 lock_hash="$(cd "$root" && cat $(ls uv.lock pyproject.toml */pyproject.toml */*/pyproject.toml 2>/dev/null || true) | sha256sum | cut -c1-16)"
 if [ ! -x "$root/.venv/bin/python" ] || [ "$(cat "$stamps/uv-sync" 2>/dev/null)" != "$lock_hash" ]; then
   say "syncing the Python environment (.venv)"
   # Never let uv download its own Python: only the package registries are reachable.
-  (cd "$root" && UV_PYTHON_DOWNLOADS=never uv sync --all-packages --locked -q) \
+  (cd "$root" && UV_PYTHON_DOWNLOADS=never "${uv[@]}" sync --all-packages --locked -q) \
     || { say "uv sync failed (is uv.lock out of date? run 'uv lock')"; exit 1; }
   echo "$lock_hash" >"$stamps/uv-sync"
 fi
