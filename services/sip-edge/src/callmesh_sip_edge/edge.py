@@ -39,8 +39,8 @@ from .sip.digest import (
     DigestCredentials,
     parse_credentials,
 )
-from .sip.errors import DigestError, SipParseError, TransactionError
-from .sip.message import SipRequest, SipResponse, build_response, new_tag
+from .sip.errors import DigestError, SipParseError
+from .sip.message import SipRequest, new_tag
 from .sip.transaction import (
     RequestReceived,
     ServerTransaction,
@@ -122,27 +122,6 @@ class RegistrarService:
 
     # -- answers ---------------------------------------------------------------------------
 
-    def _respond(self, transaction: ServerTransaction, response: SipResponse) -> None:
-        try:
-            self.endpoint.layer.send_response(transaction, response, self.endpoint.now())
-        except TransactionError:
-            return  # the transaction ended meanwhile (transport error)
-        self.endpoint.flush()
-
-    def _reject(
-        self,
-        transaction: ServerTransaction,
-        code: int,
-        reason: str | None = None,
-        headers: list[tuple[str, str]] | None = None,
-    ) -> None:
-        self._respond(
-            transaction,
-            build_response(
-                transaction.request, code, reason, to_tag=new_tag(), headers=headers or []
-            ),
-        )
-
     def _challenge(
         self, transaction: ServerTransaction, realm: str, *, stale: bool = False, known: bool
     ) -> None:
@@ -151,7 +130,7 @@ class RegistrarService:
         headers = [
             ("WWW-Authenticate", v) for v in authenticator.challenge_headers(now, stale=stale)
         ]
-        self._reject(transaction, 401, None, headers)
+        self.endpoint.reject(transaction, 401, None, headers)
 
     # -- the flow --------------------------------------------------------------------------
 
@@ -160,12 +139,16 @@ class RegistrarService:
             await self._handle(transaction, request)
         except DirectoryUnavailable as exc:
             self.log.warning("register_directory_unavailable", error=str(exc))
-            self._reject(transaction, 503, None, [("Retry-After", str(RETRY_AFTER_SECONDS))])
+            self.endpoint.reject(
+                transaction, 503, None, [("Retry-After", str(RETRY_AFTER_SECONDS))]
+            )
         except SipParseError as error:
-            self._reject(transaction, error.status_code, error.reason)
+            self.endpoint.reject(transaction, error.status_code, error.reason)
         except Exception:
             self.log.exception("register_failed", call_id=request.call_id)
-            self._reject(transaction, 500, None, [("Retry-After", str(RETRY_AFTER_SECONDS))])
+            self.endpoint.reject(
+                transaction, 500, None, [("Retry-After", str(RETRY_AFTER_SECONDS))]
+            )
 
     async def _handle(self, transaction: ServerTransaction, request: SipRequest) -> None:
         source = transaction.destination
@@ -173,15 +156,17 @@ class RegistrarService:
         abuse = self.abuse
         if abuse.source_banned(source.host, now):
             self.counters.rejected_banned += 1
-            self._reject(transaction, 403)
+            self.endpoint.reject(transaction, 403)
             return
         if not abuse.allow_request(source.host, "REGISTER", now):
             self.counters.rejected_by_rate += 1
-            self._reject(transaction, 503, None, [("Retry-After", str(RETRY_AFTER_SECONDS))])
+            self.endpoint.reject(
+                transaction, 503, None, [("Retry-After", str(RETRY_AFTER_SECONDS))]
+            )
             return
         to_uri = request.to.uri
         if not isinstance(to_uri, SipUri) or not to_uri.user:
-            self._reject(transaction, 400, "Bad Request - To has no user part")
+            self.endpoint.reject(transaction, 400, "Bad Request - To has no user part")
             return
         domain = to_uri.host.lower()
         tenant = await self.directory.tenant_by_domain(domain)
@@ -200,7 +185,7 @@ class RegistrarService:
         if abuse.account_locked(account, now):
             self.counters.rejected_locked += 1
             abuse.auth_failed(source.host, None, now)
-            self._reject(transaction, 403)
+            self.endpoint.reject(transaction, 403)
             return
         user = None
         if tenant is not None and tenant.enabled:
@@ -222,12 +207,12 @@ class RegistrarService:
                 username=credentials.username,
                 reason=result.reason,
             )
-            self._reject(transaction, 403)
+            self.endpoint.reject(transaction, 403)
             return
         assert tenant is not None and user is not None
         if credentials.username != to_uri.user:
             # A user registers only their own address of record.
-            self._reject(transaction, 403, "Forbidden - To is not the authenticated user")
+            self.endpoint.reject(transaction, 403, "Forbidden - To is not the authenticated user")
             return
         await self._register(
             transaction, request, tenant, user.user_id, user.extension, user.max_contacts
@@ -244,7 +229,7 @@ class RegistrarService:
     ) -> None:
         plan = plan_register(request, self.policy)
         if isinstance(plan, Rejection):
-            self._reject(transaction, plan.status_code, plan.reason, plan.headers)
+            self.endpoint.reject(transaction, plan.status_code, plan.reason, plan.headers)
             return
         source = transaction.destination
         if plan.query_only:
@@ -264,7 +249,7 @@ class RegistrarService:
             )
             bindings = [b.as_binding() for b in applied.bindings]
         self.counters.registers_ok += 1
-        self._respond(
+        self.endpoint.respond(
             transaction,
             build_register_ok(request, bindings, self._wall_clock(), to_tag=new_tag()),
         )
@@ -292,26 +277,6 @@ class SipEdge:
         self._tasks: set[asyncio.Task[None]] = set()
         endpoint.set_handler(self.handle)
 
-    def _respond(self, transaction: ServerTransaction, response: SipResponse) -> None:
-        try:
-            self.endpoint.layer.send_response(transaction, response, self.endpoint.now())
-        except TransactionError:
-            return
-
-    def _reject(
-        self,
-        transaction: ServerTransaction,
-        code: int,
-        reason: str | None = None,
-        headers: list[tuple[str, str]] | None = None,
-    ) -> None:
-        self._respond(
-            transaction,
-            build_response(
-                transaction.request, code, reason, to_tag=new_tag(), headers=headers or []
-            ),
-        )
-
     def handle(self, event: TransactionEvent) -> None:
         if isinstance(event, RequestReceived):
             self._request(event)
@@ -322,15 +287,17 @@ class SipEdge:
     def _request(self, event: RequestReceived) -> None:
         transaction, request = event.transaction, event.request
         if event.merged_with is not None:
-            self._reject(transaction, 482)
+            self.endpoint.reject(transaction, 482)
             return
         rejection = check_request(request)
         if rejection is not None:
-            self._reject(transaction, rejection.status_code, rejection.reason, rejection.headers)
+            self.endpoint.reject(
+                transaction, rejection.status_code, rejection.reason, rejection.headers
+            )
             return
         method = request.method
         if method == "OPTIONS":
-            self._reject(
+            self.endpoint.reject(
                 transaction,
                 200,
                 None,
@@ -344,7 +311,7 @@ class SipEdge:
             self._invite(transaction, request)
             return
         if self.call_handler is None:
-            self._reject(transaction, 481)
+            self.endpoint.reject(transaction, 481)
             return
         if method == "CANCEL":
             self.call_handler.handle_cancel(transaction, request)
@@ -356,13 +323,17 @@ class SipEdge:
         now = self._wall_clock()
         source = transaction.destination.host
         if self.draining:
-            self._reject(transaction, 503, None, [("Retry-After", str(RETRY_AFTER_SECONDS))])
+            self.endpoint.reject(
+                transaction, 503, None, [("Retry-After", str(RETRY_AFTER_SECONDS))]
+            )
             return
         if not self.abuse.allow_request(source, "INVITE", now):
-            self._reject(transaction, 503, None, [("Retry-After", str(RETRY_AFTER_SECONDS))])
+            self.endpoint.reject(
+                transaction, 503, None, [("Retry-After", str(RETRY_AFTER_SECONDS))]
+            )
             return
         if self.call_handler is None:
-            self._reject(
+            self.endpoint.reject(
                 transaction,
                 503,
                 "Service Unavailable - calls are not served yet",

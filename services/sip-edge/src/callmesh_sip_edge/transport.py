@@ -23,10 +23,16 @@ from collections.abc import Callable
 
 from callmesh_core.logging import EventLogger
 
-from .sip.errors import SipParseError
-from .sip.message import SipRequest, SipResponse
+from .sip.errors import SipParseError, TransactionError
+from .sip.message import SipRequest, SipResponse, build_response, new_tag
 from .sip.parser import StreamFramer, build_error_response, parse_message
-from .sip.transaction import Destination, Outgoing, TransactionEvent, TransactionLayer
+from .sip.transaction import (
+    Destination,
+    Outgoing,
+    ServerTransaction,
+    TransactionEvent,
+    TransactionLayer,
+)
 
 EventHandler = Callable[[TransactionEvent], None]
 DEFAULT_SIP_PORT = 5060
@@ -121,6 +127,7 @@ class SipEndpoint:
         self._timer_task: asyncio.Task[None] | None = None
         self._timer_changed = asyncio.Event()
         self._scheduled: float | None = None
+        self._flush_scheduled = False
         self.host = ""
         self.port = 0
         self.received = 0
@@ -215,6 +222,41 @@ class SipEndpoint:
         self.layer.receive(message, response_destination(message, source), self.now())
 
     # -- output ----------------------------------------------------------------------------
+
+    def respond(self, transaction: ServerTransaction, response: SipResponse) -> None:
+        """Answer a server transaction; a transaction that already ended is left alone."""
+        try:
+            self.layer.send_response(transaction, response, self.now())
+        except TransactionError:
+            return  # the transaction ended meanwhile (transport error)
+        self.flush_soon()
+
+    def reject(
+        self,
+        transaction: ServerTransaction,
+        code: int,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Answer with a final status built from the transaction's request."""
+        self.respond(
+            transaction,
+            build_response(
+                transaction.request, code, reason, to_tag=new_tag(), headers=headers or []
+            ),
+        )
+
+    def flush_soon(self) -> None:
+        """Flush after the current callback. Responses and requests are queued from inside
+        the flush loop (event handlers) and from tasks alike; one deferred flush covers both
+        without re-entering the dispatcher."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
 
     def flush(self) -> None:
         """Send what the layer queued, hand its events up, and re-arm the timer."""

@@ -186,7 +186,6 @@ class CallManager:
         self._by_dialog: dict[tuple[str, str], Leg] = {}
         self._by_call_id: dict[str, Leg] = {}
         self._pending: dict[tuple[str, ...], asyncio.Task[None]] = {}
-        self._flush_scheduled = False
         self.calls_started = 0
 
     # -- SipPort ---------------------------------------------------------------------------
@@ -206,17 +205,6 @@ class CallManager:
     def now(self) -> float:
         return self.endpoint.now()
 
-    def _flush_soon(self) -> None:
-        # Legs send from inside the endpoint's event loop and from tasks alike; one flush
-        # after the current callback covers both without re-entering the dispatcher.
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        self.endpoint.flush()
-
     def send_request(
         self, request: SipRequest, destination: Destination, owner: Leg
     ) -> ClientTransaction | None:
@@ -226,16 +214,16 @@ class CallManager:
             self.log.info("call_send_failed", error=str(exc))
             return None
         self._by_client[transaction.key] = owner
-        self._flush_soon()
+        self.endpoint.flush_soon()
         return transaction
 
     def send_response(self, transaction: ServerTransaction, response: SipResponse) -> None:
         self.endpoint.layer.send_response(transaction, response, self.now())
-        self._flush_soon()
+        self.endpoint.flush_soon()
 
     def send_stateless(self, message: SipRequest, destination: Destination) -> None:
         self.endpoint.layer.send_stateless(message, destination)
-        self._flush_soon()
+        self.endpoint.flush_soon()
 
     def forget(self, leg: Leg) -> None:
         asyncio.get_running_loop().call_later(LEG_LINGER_SECONDS, self._drop_leg, leg)
@@ -349,32 +337,17 @@ class CallManager:
 
     # -- from the edge ---------------------------------------------------------------------
 
-    def _reject(
-        self,
-        transaction: ServerTransaction,
-        code: int,
-        reason: str | None = None,
-        headers: list[tuple[str, str]] | None = None,
-    ) -> None:
-        try:
-            self.send_response(
-                transaction,
-                build_response(
-                    transaction.request, code, reason, to_tag=new_tag(), headers=headers or []
-                ),
-            )
-        except TransactionError:
-            return
-
     def handle_invite(self, transaction: ServerTransaction, request: SipRequest) -> None:
         if request.call_id in self._by_call_id and isinstance(
             self._by_call_id[request.call_id], UacLeg
         ):
             # A leg we placed came back to us: the call would loop forever.
-            self._reject(transaction, 482, "Loop Detected")
+            self.endpoint.reject(transaction, 482, "Loop Detected")
             return
         if self.draining:
-            self._reject(transaction, 503, None, [("Retry-After", str(RETRY_AFTER_SECONDS))])
+            self.endpoint.reject(
+                transaction, 503, None, [("Retry-After", str(RETRY_AFTER_SECONDS))]
+            )
             return
         task = asyncio.ensure_future(self._admit(transaction, request))
         self._pending[transaction.key] = task
@@ -387,18 +360,22 @@ class CallManager:
             raise
         except DirectoryUnavailable as exc:
             self.log.warning("invite_directory_unavailable", error=str(exc))
-            self._reject(transaction, 503, None, [("Retry-After", str(RETRY_AFTER_SECONDS))])
+            self.endpoint.reject(
+                transaction, 503, None, [("Retry-After", str(RETRY_AFTER_SECONDS))]
+            )
         except SipParseError as error:
-            self._reject(transaction, error.status_code, error.reason)
+            self.endpoint.reject(transaction, error.status_code, error.reason)
         except Exception:
             self.log.exception("invite_failed", sip_call_id=request.call_id)
-            self._reject(transaction, 500, None, [("Retry-After", str(RETRY_AFTER_SECONDS))])
+            self.endpoint.reject(
+                transaction, 500, None, [("Retry-After", str(RETRY_AFTER_SECONDS))]
+            )
 
     async def _admit_call(self, transaction: ServerTransaction, request: SipRequest) -> None:
         source = transaction.destination
         now = self._wall_clock()
         if self.abuse.source_banned(source.host, now):
-            self._reject(transaction, 403)
+            self.endpoint.reject(transaction, 403)
             return
         from_uri = request.from_.uri
         callee = (request.uri.user if isinstance(request.uri, SipUri) else None) or ""
@@ -407,7 +384,9 @@ class CallManager:
             trunk = await self.trunks.by_source(source.host)
             if trunk is not None:
                 if not callee:
-                    self._reject(transaction, 404, "Not Found - no number in the Request-URI")
+                    self.endpoint.reject(
+                        transaction, 404, "Not Found - no number in the Request-URI"
+                    )
                     return
                 await self._start_trunk_call(transaction, request, trunk, callee)
                 return
@@ -430,7 +409,7 @@ class CallManager:
         account = ((tenant.tenant_id if tenant is not None else domain), credentials.username)
         if self.abuse.account_locked(account, now):
             self.abuse.auth_failed(source.host, None, now)
-            self._reject(transaction, 403)
+            self.endpoint.reject(transaction, 403)
             return
         user = None
         if tenant is not None and tenant.enabled:
@@ -445,10 +424,10 @@ class CallManager:
             self.log.info(
                 "invite_auth_failed", source=f"{source.host}:{source.port}", reason=result.reason
             )
-            self._reject(transaction, 403)
+            self.endpoint.reject(transaction, 403)
             return
         if not callee:
-            self._reject(transaction, 404, "Not Found - no number in the Request-URI")
+            self.endpoint.reject(transaction, 404, "Not Found - no number in the Request-URI")
             return
         internal = await self.directory.user(tenant.tenant_id, callee) is not None
         context = self._context(
@@ -469,7 +448,9 @@ class CallManager:
         )
 
     def _challenge(self, transaction: ServerTransaction, challenges: list[str]) -> None:
-        self._reject(transaction, 407, None, [("Proxy-Authenticate", v) for v in challenges])
+        self.endpoint.reject(
+            transaction, 407, None, [("Proxy-Authenticate", v) for v in challenges]
+        )
 
     async def _start_trunk_call(
         self, transaction: ServerTransaction, request: SipRequest, trunk: TrunkEntry, callee: str
@@ -576,7 +557,7 @@ class CallManager:
     def handle_cancel(self, transaction: ServerTransaction, request: SipRequest) -> None:
         invite = self.endpoint.layer.find_invite_for_cancel(request)
         if invite is None:
-            self._reject(transaction, 481)
+            self.endpoint.reject(transaction, 481)
             return
         self.send_response(transaction, build_response(request, 200))
         leg = self._by_server.get(invite.key)
@@ -587,12 +568,12 @@ class CallManager:
         if pending is not None:
             pending.cancel()
         # Not a call (yet): still authenticating or asking for the trunk.
-        self._reject(invite, 487)
+        self.endpoint.reject(invite, 487)
 
     def handle_in_dialog(self, transaction: ServerTransaction, request: SipRequest) -> None:
         leg = self._by_dialog.get((request.call_id, request.to.tag or ""))
         if leg is None:
-            self._reject(transaction, 481)
+            self.endpoint.reject(transaction, 481)
             return
         leg.on_request(transaction, request)
 
