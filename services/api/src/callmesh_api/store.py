@@ -281,8 +281,9 @@ class ConfigStore:
         sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({placeholders}) RETURNING *"
         async with self._tx(conn) as tx:
             record = await self._write(tx, table, sql, params)
-            owner = tenant_id if table.tenant_scoped else row_id
-            await self._record(tx, table, "create", owner, row_id, None, record, actor, request_id)
+            await self._record(
+                tx, table, "create", tenant_id, row_id, None, record, actor, request_id
+            )
         return record
 
     async def update(
@@ -298,18 +299,15 @@ class ConfigStore:
         conn: asyncpg.Connection | None = None,
     ) -> dict[str, Any]:
         async with self._tx(conn) as tx:
-            before = await self._get(tx, table, row_id, tenant_id, lock=True)
-            if before is None:
-                raise NotFound(f"{table.resource} {row_id} not found")
-            if expected_version is not None and before["version"] != expected_version:
-                raise VersionConflict(table.resource, expected_version, before["version"])
+            before = await self._current(tx, table, row_id, tenant_id, expected_version)
             sets = [f"{k} = ${i}" for i, k in enumerate(values, start=2)]
             sets += ["version = version + 1", "updated_at = now()"]
             sql = f"UPDATE {table.name} SET {', '.join(sets)} WHERE id = $1 RETURNING *"
             params = [row_id, *(self._param(table, k, v) for k, v in values.items())]
             after = await self._write(tx, table, sql, params)
-            owner = tenant_id if table.tenant_scoped else row_id
-            await self._record(tx, table, "update", owner, row_id, before, after, actor, request_id)
+            await self._record(
+                tx, table, "update", tenant_id, row_id, before, after, actor, request_id
+            )
         return after
 
     async def upsert(
@@ -368,18 +366,13 @@ class ConfigStore:
         request_id: str | None,
     ) -> None:
         async with self._tx(None) as tx:
-            before = await self._get(tx, table, row_id, tenant_id, lock=True)
-            if before is None:
-                raise NotFound(f"{table.resource} {row_id} not found")
-            if expected_version is not None and before["version"] != expected_version:
-                raise VersionConflict(table.resource, expected_version, before["version"])
+            before = await self._current(tx, table, row_id, tenant_id, expected_version)
             await tx.execute(f"DELETE FROM {table.name} WHERE id = $1", row_id)
-            owner = tenant_id if table.tenant_scoped else row_id
             await self._record(
                 tx,
                 table,
                 "delete",
-                owner,
+                tenant_id,
                 row_id,
                 before,
                 None,
@@ -389,6 +382,22 @@ class ConfigStore:
             )
 
     # -- helpers -------------------------------------------------------------------------
+    async def _current(
+        self,
+        conn: asyncpg.Connection,
+        table: Table,
+        row_id: uuid.UUID,
+        tenant_id: uuid.UUID | None,
+        expected_version: int | None,
+    ) -> dict[str, Any]:
+        """The row, locked for the rest of the transaction, after the If-Match check."""
+        row = await self._get(conn, table, row_id, tenant_id, lock=True)
+        if row is None:
+            raise NotFound(f"{table.resource} {row_id} not found")
+        if expected_version is not None and row["version"] != expected_version:
+            raise VersionConflict(table.resource, expected_version, row["version"])
+        return row
+
     def _tx(self, conn: asyncpg.Connection | None) -> _Transaction:
         return _Transaction(self.pool, conn)
 
@@ -431,6 +440,8 @@ class ConfigStore:
         request_id: str | None,
         version: int | None = None,
     ) -> None:
+        # A tenant row is its own tenant: its changes are audited and published under it.
+        tenant_id = tenant_id if table.tenant_scoped else row_id
         await conn.execute(
             "INSERT INTO audit_log (tenant_id, actor, action, resource, resource_id, before,"
             " after, request_id) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8)",
