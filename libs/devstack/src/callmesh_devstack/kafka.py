@@ -161,10 +161,6 @@ class LocalKafka:
         self.layout.ensure()
         config = self._write_config()
         self._format_once(config)
-        env = {
-            **os.environ,
-            "KAFKA_HEAP_OPTS": "-Xms256m -Xmx768m",
-        }
         with self.logfile.open("ab") as log:
             process = subprocess.Popen(
                 [
@@ -183,7 +179,6 @@ class LocalKafka:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=env,
                 start_new_session=True,
             )
         self.pidfile.write_text(f"{process.pid}\n")
